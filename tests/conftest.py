@@ -1,0 +1,27 @@
+"""Shared fixtures: the real data in ../shared/data (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HPARSE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def ccp_root() -> Path:
+    root = SHARED_DATA / "ccp"
+    if not (root / "train.txt").is_file():
+        pytest.skip(f"CCP data not found at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cihp_samples_root() -> Path:
+    root = SHARED_DATA / "cihp-samples"
+    if not (root / "Category_rev_ids").is_dir():
+        pytest.skip(f"CIHP samples not found at {root}")
+    return root
