@@ -1,0 +1,84 @@
+"""A torch ``Dataset`` over a reader plus transforms, deterministic per (seed, epoch, index).
+
+Each sample's random augmentation comes from its own generator seeded by
+``(seed, epoch, index)``, so results do not depend on worker count or on where a resumed
+run restarts. A sample that fails to load is reported once and replaced by the next
+readable one, so one bad file never ends an epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import DataError
+
+log = logging.getLogger("hparse.data")
+
+
+class ParsingDataset(Dataset):
+    def __init__(self, reader, transforms, seed: int = 0, max_retries: int = 16):
+        self.reader, self.transforms = reader, transforms
+        self.seed, self.epoch, self.max_retries = seed, 0, max_retries
+        self.bad: set[int] = set()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, i: int) -> dict:
+        n = len(self.reader)
+        for k in range(self.max_retries):
+            j = (i + k) % n
+            try:
+                sample = self.reader[j]
+            except DataError as e:
+                if j not in self.bad:
+                    self.bad.add(j)
+                    log.warning("skipping unreadable sample: %s", e)
+                continue
+            rng = np.random.default_rng([self.seed, self.epoch, j])
+            return self.transforms(sample, rng) if self.transforms else sample
+        raise DataError(f"{self.max_retries} consecutive samples from index {i} could not be read")
+
+
+class EpochSampler(Sampler):
+    """A seeded permutation per epoch that can start part-way (for exact resume)."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch)).tolist()
+
+    def __iter__(self):
+        return iter(self.order()[self.start:])
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack tensors and arrays of equal shape; keep everything else as lists."""
+    out = {}
+    for key in samples[0]:
+        vals = [s[key] for s in samples]
+        if isinstance(vals[0], torch.Tensor) and all(v.shape == vals[0].shape for v in vals):
+            out[key] = torch.stack(vals)
+        elif isinstance(vals[0], np.ndarray) and vals[0].dtype != object and all(
+                v.shape == vals[0].shape for v in vals):
+            out[key] = torch.from_numpy(np.stack(vals))
+        else:
+            out[key] = vals
+    return out

@@ -1,0 +1,89 @@
+"""Whole-image inference at the original resolution, with optional multi-scale + flip TTA.
+
+An image is resized so its long side is ``long_side * scale`` (aspect kept), padded to a
+multiple of ``size_divisor``, run, cropped, and its logits upsampled bilinearly straight
+to the original size (the CNIF protocol, reference-notes B.3). A flipped pass has its
+output flipped back and its left/right channels swapped from the dataset metadata
+(SCHP's procedure, B.2). Scores from all passes are averaged as logits (default) or as
+probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Predictor:
+    def __init__(self, model: torch.nn.Module, flip_permutation: Sequence[int] | None = None,
+                 long_side: int = 512, scales: Sequence[float] = (1.0,), flip: bool = False,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor: int = 32, average: str = "logits",
+                 output: str = "parsing", device: str | torch.device = "cpu"):
+        if average not in ("logits", "probs"):
+            raise ValueError("average must be 'logits' or 'probs'")
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.perm = list(flip_permutation) if flip_permutation is not None else None
+        self.long_side, self.scales, self.flip = long_side, tuple(scales), flip
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
+        self.size_divisor, self.average, self.output = size_divisor, average, output
+
+    def _batch(self, images: list[np.ndarray], scale: float):
+        """Resize each image, pad to a common size, normalise -> (tensor, sizes)."""
+        sizes, tensors = [], []
+        for im in images:
+            h, w = im.shape[:2]
+            r = self.long_side * scale / max(h, w)
+            nh, nw = max(1, round(h * r)), max(1, round(w * r))
+            t = torch.from_numpy(np.ascontiguousarray(im)).to(self.device).permute(2, 0, 1)[None].float()
+            t = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False, antialias=r < 1)
+            tensors.append((t - self.mean) / self.std)
+            sizes.append((nh, nw))
+        d = self.size_divisor
+        H = -(-max(s[0] for s in sizes) // d) * d
+        W = -(-max(s[1] for s in sizes) // d) * d
+        batch = torch.cat([F.pad(t, (0, W - t.shape[3], 0, H - t.shape[2])) for t in tensors])
+        return batch, sizes
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)[self.output]
+        return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def scores(self, images: list[np.ndarray]) -> list[torch.Tensor]:
+        """Averaged (C, H, W) scores per image at its original size."""
+        acc: list[torch.Tensor | None] = [None] * len(images)
+        n = 0
+        for s in self.scales:
+            x, sizes = self._batch(images, s)
+            passes = [self._run(x)]
+            if self.flip:
+                fl = self._run(x.flip(-1)).flip(-1)
+                passes.append(fl[:, self.perm] if self.perm else fl)
+            for out in passes:
+                n += 1
+                for i, (im, (h, w)) in enumerate(zip(images, sizes)):
+                    o = F.interpolate(out[i:i + 1, :, :h, :w], size=im.shape[:2], mode="bilinear",
+                                      align_corners=False)[0]
+                    o = o.softmax(0) if self.average == "probs" else o
+                    acc[i] = o if acc[i] is None else acc[i] + o
+        return [a / n for a in acc]
+
+    def predict(self, images: list[np.ndarray], return_probs: bool = False):
+        """Label maps (uint8, original size), and probabilities (C, H, W float32) on request."""
+        out = []
+        for s in self.scores(images):
+            label = s.argmax(0).to(torch.uint8).cpu().numpy()
+            if return_probs:
+                probs = s if self.average == "probs" else s.softmax(0)
+                out.append((label, probs.float().cpu().numpy()))
+            else:
+                out.append(label)
+        return out

@@ -1,0 +1,53 @@
+"""CE2P (Liu et al., AAAI'19) as in liutinglt/CE2P: ResNet + PPM context, an edge branch on
+Res-2..Res-4, a decoder fusing the context with Res-2, and a fusion head over decoder and
+edge features (reference-notes A.0). The light variant swaps the backbone and narrows heads.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import MODELS
+from .backbones import build_backbone
+from .blocks import PPM, CE2PDecoder, CE2PEdge, ConvBNAct
+
+
+class CE2PTrunk(nn.Module):
+    """Backbone + PPM + edge + decoder; shared by CE2P and the models that extend it."""
+
+    def __init__(self, num_classes: int, backbone: dict | None = None, ppm_ch: int = 512,
+                 ppm_stage_ch: int = 512, edge_ch: int = 256, decoder_ch: int = 256, low_reduce: int = 48):
+        super().__init__()
+        backbone = dict(backbone or {"name": "resnet101", "deep_stem": True, "output_stride": 16})
+        self.backbone = build_backbone(backbone.pop("name"), **backbone)
+        ch = self.backbone.out_channels
+        self.context = PPM(ch["c5"], ppm_ch, stage_ch=ppm_stage_ch)
+        self.edge = CE2PEdge((ch["c2"], ch["c3"], ch["c4"]), mid=edge_ch)
+        self.decoder = CE2PDecoder(ppm_ch, ch["c2"], decoder_ch, low_reduce, num_classes)
+        self.edge_feature_ch = 3 * edge_ch
+        self.decoder_ch = decoder_ch
+
+    def forward(self, x: torch.Tensor) -> dict:
+        f = self.backbone(x)
+        ctx = self.context(f["c5"])
+        parsing, dec_feat = self.decoder(ctx, f["c2"])
+        edge, edge_feat = self.edge([f["c2"], f["c3"], f["c4"]])
+        return {"features": f, "context": ctx, "parsing_aux": parsing, "decoder_features": dec_feat,
+                "edge": edge, "edge_features": edge_feat}
+
+
+@MODELS.register("ce2p")
+class CE2P(nn.Module):
+    def __init__(self, num_classes: int, fusion_ch: int = 256, dropout: float = 0.1, **trunk):
+        super().__init__()
+        self.num_classes = num_classes
+        self.trunk = CE2PTrunk(num_classes, **trunk)
+        self.fusion = nn.Sequential(
+            ConvBNAct(self.trunk.decoder_ch + self.trunk.edge_feature_ch, fusion_ch, act="leaky"),
+            nn.Dropout2d(dropout), nn.Conv2d(fusion_ch, num_classes, 1))
+
+    def forward(self, x: torch.Tensor) -> dict:
+        t = self.trunk(x)
+        fused = self.fusion(torch.cat([t["decoder_features"], t["edge_features"]], 1))
+        return {"parsing": fused, "parsing_aux": t["parsing_aux"], "edge": t["edge"]}

@@ -1,0 +1,29 @@
+"""Colourised label maps and overlays a person can look at."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """HxW ids -> HxWx3 uint8 colours from a (256, 3) palette."""
+    return np.asarray(palette, dtype=np.uint8)[np.asarray(label, dtype=np.uint8)]
+
+
+def overlay(image: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """Blend the colour map over the image; background (0) stays the plain image."""
+    col = colorize(label, palette).astype(np.float32)
+    img = image.astype(np.float32)
+    a = np.where(label[..., None] > 0, alpha, 0.0).astype(np.float32)
+    return np.clip(img * (1 - a) + col * a + 0.5, 0, 255).astype(np.uint8)
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """Blend a [0, 1] heatmap (any size; resized to the image) as a jet colour map."""
+    import cv2
+
+    h, w = image.shape[:2]
+    heat = cv2.resize(np.clip(heat, 0, 1).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    jet = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    a = (alpha * heat)[..., None]
+    return np.clip(image * (1 - a) + jet * a + 0.5, 0, 255).astype(np.uint8)
