@@ -49,6 +49,16 @@ def list_configs() -> list[str]:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
     path = resolve_path(path)
+    cfg = _load(path)
+    own_name = cfg.pop("_own_name_")
+    unknown = set(cfg) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: {list(SECTIONS)}")
+    cfg["name"] = cfg["name"] if own_name else path.stem
+    return apply_overrides(cfg, overrides or [])
+
+
+def _load(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -56,12 +66,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a mapping, got {type(raw).__name__}")
     base = raw.pop("_base_", None)
-    cfg = merge(load_config(path.parent / base) if base else {}, raw)
-    unknown = set(cfg) - set(SECTIONS)
-    if unknown:
-        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: {list(SECTIONS)}")
-    cfg.setdefault("name", path.stem)
-    return apply_overrides(cfg, overrides or [])
+    cfg = merge(_load(path.parent / base) if base else {}, raw)
+    cfg.pop("_own_name_", None)
+    return {**cfg, "_own_name_": "name" in raw}
 
 
 def apply_overrides(cfg: dict, overrides: list[str]) -> dict:

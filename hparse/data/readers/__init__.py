@@ -1,6 +1,6 @@
 """Readers for the official dataset layouts (import registers them)."""
 
-from . import ccp  # noqa: F401
-from .base import READERS, Item, Reader, build_reader
+from . import atr, ccp, cihp, folder, lip, mhp, pascal, ppss, vip  # noqa: F401
+from .base import READERS, Item, Reader, SplitNotFoundError, build_reader
 
-__all__ = ["READERS", "Item", "Reader", "build_reader"]
+__all__ = ["READERS", "Item", "Reader", "SplitNotFoundError", "build_reader"]

@@ -16,15 +16,22 @@ key                value
 ``meta``           dict: ``dataset``, ``label_set``, ``image_path``, ``label_path``, ``orig_size``
 =================  ====================================================================
 
-Only ``id``, ``image`` and ``meta`` are always present. A reader indexes its files when
-it is built (a missing list or folder fails at once, naming the path) and loads a sample
-on ``reader[i]``; anything wrong with one sample raises :class:`~hparse.errors.DataError`
-naming the file, so a training loop can report and skip it instead of dying mid-epoch.
+Only ``id``, ``image`` and ``meta`` are always present. ``person_labels[k - 1]`` belongs to
+person ``k`` of ``human_ids``. A reader indexes its files when it is built (a missing list
+or folder fails at once, naming the path; so do files a list names that are not there,
+listed with their count) and loads a sample on ``reader[i]``; anything wrong with one
+sample raises :class:`~hparse.errors.DataError` naming the file, so a training loop can
+report and skip it instead of dying mid-epoch.
+
+``Item.extra`` keys with a standard meaning, loaded by :meth:`Reader.load_extra`:
+``human`` / ``instance`` (PNG paths), ``instance_txt`` (the "inst_id class_id human_id"
+lines), ``joints`` (a (J, 3) array) and ``meta`` (a dict merged into ``sample["meta"]``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,12 +39,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...errors import DataError
-from ...io.image import read_image, read_label
+from ...io.image import IMAGE_EXTENSIONS, read_image, read_label
 from ...registry import Registry
 from ..convert import get_converter
 from ..meta import DatasetMeta, get_meta
 
 READERS = Registry("dataset layout")
+
+
+class SplitNotFoundError(DataError):
+    """The requested split does not exist in this copy of the dataset (no list / folder)."""
 
 
 @dataclass
@@ -68,6 +79,9 @@ class Reader(Sequence):
         self._convert = (None if self.label_set == self.native_label_set
                          else get_converter(self.native_label_set, self.label_set).lut())
         self.items: list[Item] = self.index()
+        if not self.items:
+            raise DataError(f"{self.root}: split {split!r} has no samples")
+        self.verify_files()
 
     # -- to implement -------------------------------------------------------------------
     default_label_set: ClassVar[str] = ""
@@ -85,7 +99,26 @@ class Reader(Sequence):
         return read_label(item.label)
 
     def load_extra(self, item: Item, sample: dict) -> None:
-        """Add instance ids, joints... to ``sample`` (override where the layout has them)."""
+        """Add the standard ``item.extra`` entries (instance maps, joints, meta) to ``sample``."""
+        x, size = item.extra, sample["image"].shape[:2]
+        sample["meta"].update(x.get("meta", {}))
+        if "joints" in x:
+            sample["joints"] = np.array(x["joints"], dtype=np.float32)
+        if "human" in x:
+            sample["human_ids"] = self.read_map(x["human"], size)
+            if "label" in sample:
+                sample["person_labels"] = person_labels(sample["label"], sample["human_ids"])
+        if "instance" in x:
+            sample["instance_ids"] = self.read_map(x["instance"], size)
+        if "instance_txt" in x:
+            inst = read_instances(x["instance_txt"])
+            if self._convert is not None:
+                inst[:, 1] = self._convert[inst[:, 1].clip(0, 255)]
+            sample["instances"] = inst
+
+    def align(self, item: Item, image: np.ndarray, label: np.ndarray | None):
+        """Reconcile image and native label sizes before checking (override, e.g. PPSS)."""
+        return image, label
 
     # -- shared machinery ----------------------------------------------------------------
     @property
@@ -105,13 +138,14 @@ class Reader(Sequence):
             raise DataError(f"{item.image}: cannot load sample {item.id!r} ({e})") from e
 
     def load(self, item: Item) -> dict:
-        image = read_image(item.image)
+        image, label = self.align(item, read_image(item.image),
+                                  None if item.label is None else self.load_label(item))
         h, w = image.shape[:2]
         sample = {"id": item.id, "image": image, "meta": {
             "dataset": type(self).__name__, "label_set": self.label_set, "image_path": str(item.image),
             "label_path": str(item.label) if item.label else None, "orig_size": (h, w)}}
-        if item.label is not None:
-            sample["label"] = self.check_label(self.load_label(item), (h, w), item.label)
+        if label is not None:
+            sample["label"] = self.check_label(label, (h, w), item.label)
         self.load_extra(item, sample)
         return sample
 
@@ -128,16 +162,80 @@ class Reader(Sequence):
         return label if self._convert is None else self._convert[label]
 
     @staticmethod
-    def read_id_list(path: Path) -> list[str]:
-        if not path.is_file():
-            raise DataError(f"{path}: split list not found")
-        return [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+    def read_map(path: Path, size: tuple[int, int]) -> np.ndarray:
+        """An auxiliary HxW uint8 map (person / instance ids) that must match the image size."""
+        a = read_label(path)
+        if a.shape != tuple(size):
+            raise DataError(f"{path}: map is {a.shape[1]}x{a.shape[0]} but the image is {size[1]}x{size[0]}")
+        return a
+
+    @staticmethod
+    def read_id_list(*paths: Path, hint: str = "") -> list[str]:
+        """Ids of the first existing list file (first token per line, image suffix dropped)."""
+        path = next((p for p in paths if p.is_file()), None)
+        if path is None:
+            raise SplitNotFoundError(f"{' or '.join(map(str, paths))}: split list not found{hint}")
+        ids = [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+        return [i[: -len(Path(i).suffix)] if Path(i).suffix.lower() in IMAGE_EXTENSIONS else i for i in ids]
 
     @staticmethod
     def require(path: Path, what: str = "file") -> Path:
         if not path.exists():
             raise DataError(f"{path}: {what} not found")
         return path
+
+    @staticmethod
+    def make_items(ids: Iterable[str], images: Path, labels: Path | None, image_ext: str = ".jpg",
+                   label_ext: str = ".png") -> list[Item]:
+        return [Item(i, images / f"{i}{image_ext}", labels / f"{i}{label_ext}" if labels else None)
+                for i in ids]
+
+    def verify_files(self) -> None:
+        """Fail at construction if files the index names are absent (first few listed, with the count)."""
+        listing: dict[Path, set[str]] = {}
+
+        def exists(p: Path) -> bool:
+            if p.parent not in listing:
+                try:
+                    listing[p.parent] = set(os.listdir(p.parent))
+                except OSError:
+                    listing[p.parent] = set()
+            return p.name in listing[p.parent]
+
+        paths = (p for it in self.items for v in (it.image, it.label, *it.extra.values())
+                 for p in (v if isinstance(v, list) else [v]) if isinstance(p, Path))
+        missing = [p for p in paths if not exists(p)]
+        if missing:
+            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            raise DataError(f"{self.root}: {len(missing)} file(s) of split {self.split!r} not found: {shown}")
+
+
+def person_labels(label: np.ndarray, human_ids: np.ndarray) -> list[np.ndarray]:
+    """Per-person part maps: entry ``k - 1`` is ``label`` where ``human_ids == k``, else 0."""
+    return [np.where(human_ids == k, label, 0).astype(np.uint8) for k in range(1, int(human_ids.max()) + 1)]
+
+
+def read_instances(path: Path) -> np.ndarray:
+    """(N, 3) int64 rows ``inst_id class_id human_id`` from a CIHP/VIP instance ``.txt``."""
+    try:
+        rows = [ln.split() for ln in Path(path).read_text().splitlines() if ln.strip()]
+        if any(len(r) != 3 for r in rows):
+            raise ValueError("a line without exactly 3 numbers")
+        return np.array(rows, dtype=np.int64).reshape(-1, 3)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a list of 'inst_id class_id human_id' lines ({e})") from e
+
+
+def instance_extra(human: Path | None, instance: Path | None, rel: str) -> dict:
+    """``Item.extra`` entries for the optional Human_ids / Instance_ids folders (None = absent)."""
+    extra = {"human": human / f"{rel}.png"} if human else {}
+    if instance:
+        extra.update(instance=instance / f"{rel}.png", instance_txt=instance / f"{rel}.txt")
+    return extra
+
+
+def optional_dir(path: Path) -> Path | None:
+    return path if path.is_dir() else None
 
 
 def build_reader(layout: str, root: str | Path, split: str = "train", **kwargs) -> Reader:
