@@ -314,11 +314,11 @@ class RandomAffine(AffineTest):
         return s, r
 
 
-def _affine_of(meta_affine: dict) -> np.ndarray:
-    aff = meta_affine.get("affine", meta_affine) if isinstance(meta_affine, dict) else None
-    if not aff or "matrix" not in aff:
-        raise ValueError("no affine record: pass sample['meta'] or sample['meta']['affine']")
-    return np.asarray(aff["matrix"], np.float64)
+def _affine_of(meta_affine: dict | None) -> np.ndarray:
+    """The orig -> current matrix of ``sample['meta']`` or ``sample['meta']['affine']``; a meta
+    without an affine record (no geometric step ran) or ``None`` means the identity."""
+    aff = (meta_affine or {}).get("affine", meta_affine) or {}
+    return np.asarray(aff.get("matrix", np.eye(3)[:2]), np.float64)
 
 
 def inverse_warp_scores(scores, meta_affine: dict, orig_size: Sequence[int], border_value: float = 0.0,
@@ -330,6 +330,7 @@ def inverse_warp_scores(scores, meta_affine: dict, orig_size: Sequence[int], bor
     """
     is_t = isinstance(scores, torch.Tensor)
     x = scores.detach().cpu().numpy() if is_t else np.asarray(scores)
+    x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)
     minv = cv2.invertAffineTransform(_affine_of(meta_affine))
     dsize = (int(orig_size[1]), int(orig_size[0]))
     out = np.stack([cv2.warpAffine(np.ascontiguousarray(c), minv, dsize, flags=interpolation,
@@ -491,19 +492,19 @@ class ColorJitter(Transform):
             v = (self.brightness, self.contrast, self.saturation, self.hue)[op]
             if v <= 0:
                 continue
-            if op == 3:
-                hsv = cv2.cvtColor(np.clip(img, 0, 255) / 255.0, cv2.COLOR_RGB2HSV)
+            if op == 3:  # hue: rotate H of the float HSV image (degrees)
+                hsv = cv2.cvtColor(img / np.float32(255), cv2.COLOR_RGB2HSV)
                 hsv[..., 0] = (hsv[..., 0] + rng.uniform(-v, v) * 360.0) % 360.0
-                img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0
-                continue
-            f = np.float32(rng.uniform(max(0.0, 1 - v), 1 + v))
-            if op == 0:
-                img = img * f
+                img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * np.float32(255)
             else:
-                gray = np.clip(img, 0, 255) @ _GRAY
-                ref = gray.mean() if op == 1 else gray[..., None]
-                img = img * f + ref * (1 - f)
-        sample["image"] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+                f = np.float32(rng.uniform(max(0.0, 1 - v), 1 + v))
+                if op == 0:
+                    img = img * f
+                else:  # blend with the grey mean (contrast) or the grey image (saturation)
+                    gray = img @ _GRAY
+                    img = img * f + (gray.mean() if op == 1 else gray[..., None]) * (1 - f)
+            img = np.clip(img, 0, 255)
+        sample["image"] = (img + 0.5).astype(np.uint8)
         return sample
 
 

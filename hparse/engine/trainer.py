@@ -54,7 +54,7 @@ def build_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
     kind = cfg.get("optimizer", "sgd").lower()
     lr, wd = float(cfg.get("lr", 0.01)), float(cfg.get("weight_decay", 5e-4))
     decay, no_decay = [], []
-    for n, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 and cfg.get("no_decay_norm_bias", True) else decay).append(p)
     groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]

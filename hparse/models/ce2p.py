@@ -24,7 +24,7 @@ class CE2PTrunk(nn.Module):
         ch = self.backbone.out_channels
         self.context = PPM(ch["c5"], ppm_ch, stage_ch=ppm_stage_ch)
         self.edge = CE2PEdge((ch["c2"], ch["c3"], ch["c4"]), mid=edge_ch)
-        self.decoder = CE2PDecoder(ppm_ch, ch["c2"], decoder_ch, low_reduce, num_classes)
+        self.decoder = CE2PDecoder(num_classes, ppm_ch, ch["c2"], decoder_ch, low_reduce)
         self.edge_feature_ch = 3 * edge_ch
         self.decoder_ch = decoder_ch
 
