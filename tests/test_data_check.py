@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from fixtures_layouts import H, W, make_atr, make_pascal
+from .fixtures_layouts import H, W, make_atr, make_pascal
 from typer.testing import CliRunner
 
 from hparse.cli import app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.io
-from fixtures_layouts import (
+from .fixtures_layouts import (
     H,
     W,
     make_atr,
