@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from .fixtures_layouts import H, W, make_atr, make_pascal
 from typer.testing import CliRunner
 
 from hparse.cli import app
 from hparse.data.check import check_dataset
+
+from .fixtures_layouts import H, W, make_atr, make_pascal
 
 
 def test_check_counts_a_corrupt_file_and_reports_the_rest(tmp_path):

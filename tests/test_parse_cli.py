@@ -36,7 +36,7 @@ def awkward_folder(root: Path) -> Path:
     (root / "notes.jpg").write_text("this is a text file named .jpg\n")
     Image.fromarray(rgb[..., 0]).save(root / "gray.png")
     Image.fromarray(np.dstack([rgb, np.full((40, 30), 128, np.uint8)])).save(root / "rgba.png")
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(root / "deep16.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(root / "deep16.png")
     Image.fromarray(rgb).convert("P").save(root / "palette.png")
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display

@@ -5,6 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.io
+from PIL import Image
+
+from hparse.data.convert import get_converter
+from hparse.data.meta import get_meta
+from hparse.data.readers import READERS, SplitNotFoundError, build_reader
+from hparse.errors import ConfigError, DataError
+
 from .fixtures_layouts import (
     H,
     W,
@@ -18,12 +25,6 @@ from .fixtures_layouts import (
     make_vip,
     write_png,
 )
-from PIL import Image
-
-from hparse.data.convert import get_converter
-from hparse.data.meta import get_meta
-from hparse.data.readers import READERS, SplitNotFoundError, build_reader
-from hparse.errors import ConfigError, DataError
 
 
 def check_split(layout, ds, split, **kw):

@@ -42,7 +42,8 @@ class Predictor:
             h, w = im.shape[:2]
             r = self.long_side * scale / max(h, w)
             nh, nw = max(1, round(h * r)), max(1, round(w * r))
-            t = torch.from_numpy(np.array(im, dtype=np.uint8, order="C", copy=not im.flags.writeable)).to(self.device).permute(2, 0, 1)[None].float()
+            im = np.array(im, dtype=np.uint8, order="C", copy=not im.flags.writeable)
+            t = torch.from_numpy(im).to(self.device).permute(2, 0, 1)[None].float()
             t = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False, antialias=r < 1)
             tensors.append((t - self.mean) / self.std)
             sizes.append((nh, nw))
