@@ -129,3 +129,28 @@ def test_labels_and_models_commands():
     assert res.exit_code != 0
     res = runner.invoke(app, ["models", "light"])
     assert res.exit_code == 0 and "ce2p_light_ccp" in res.output
+
+
+def test_export_then_parse_with_slim_weights(checkpoint, tmp_path):
+    slim = tmp_path / "slim.pt"
+    res = runner.invoke(app, ["export", str(checkpoint), str(slim), "--half"])
+    assert res.exit_code == 0 and slim.stat().st_size < checkpoint.stat().st_size
+    import hparse
+
+    full, half = hparse.load(checkpoint, device="cpu"), hparse.load(slim, device="cpu")
+    img = np.random.default_rng(1).integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    assert (full.predict(img) == half.predict(img)).mean() > 0.98
+
+
+def test_shipped_default_model_parses_examples(tmp_path):
+    from hparse.api import SHIPPED
+
+    if not SHIPPED["default"].is_file():
+        pytest.skip("no shipped default weights in this checkout")
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    img = sorted(examples.glob("*.jpg"))[0]
+    res = runner.invoke(app, ["parse", str(img), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    label = np.asarray(Image.open(tmp_path / f"{img.stem}.png"))
+    assert label.shape == np.asarray(Image.open(img)).shape[:2]
+    assert label.max() < 15 and (label > 0).mean() > 0.05  # finds some person parts

@@ -150,6 +150,19 @@ def register(app: typer.Typer) -> None:
         if not rep.written and not rep.skipped:
             raise typer.Exit(1)
 
+    @app.command("export")
+    def export(checkpoint: Path = typer.Argument(..., help="training checkpoint (last.pt / best.pt)"),
+               out: Path = typer.Argument(..., help="slim weights file to write"),
+               half: bool = typer.Option(False, help="store float weights as float16 (half the size)")):
+        """Write a slim inference checkpoint (weights, config, label set, validation history)."""
+        from ..engine.checkpoint import export_weights
+
+        try:
+            path = export_weights(checkpoint, out, half=half)
+        except HParseError as e:
+            _fail(e)
+        typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+
     @app.command("models")
     def models(name: str = typer.Argument(None, help="only configs whose name contains this")):
         """List packaged model configs with parameters and multiply-adds at their input size."""
