@@ -96,6 +96,9 @@ class Trainer:
         self.dataset = ParsingDataset(self.train_reader, build_transforms(d.get("train_transforms", []), self.meta),
                                       seed=self.seed)
         self.model = build_model(cfg["model"], self.meta.num_classes).to(self.device)
+        if t.get("init_from"):  # warm start: weights only, fresh optimiser and schedule
+            state = load_checkpoint(t["init_from"])["model"]
+            self.model.load_state_dict({k: v.float() for k, v in state.items()})
         self.loss = build_loss(cfg.get("loss", [{"type": "ce"}])).to(self.device)
         self.optimizer = build_optimizer(self.model, t)
         self.batch_size = int(t.get("batch_size", 8))
