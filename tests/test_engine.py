@@ -195,3 +195,10 @@ def test_packaged_configs_build():
         assert cfg["model"]["type"] and cfg["data"]["layout"]
         if "light" in name:
             build_model(cfg["model"], 15)
+
+
+def test_init_from_loads_weights_only(tiny_checkpoint, tiny_root, tmp_path):
+    t = Trainer(tiny_config(tiny_root, init_from=str(tiny_checkpoint)), tmp_path, device="cpu", progress=False)
+    ref = load_checkpoint(tiny_checkpoint)["model"]
+    assert all(torch.equal(t.model.state_dict()[k], ref[k]) for k in ref)
+    assert t.step == 0 and t.epoch == 0
