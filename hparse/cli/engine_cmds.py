@@ -100,25 +100,47 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"confusion matrix: {plot}")
 
     @app.command("evaluate")
-    def evaluate(pred: Path = typer.Option(..., help="folder of predicted label PNGs (<id>.png)"),
+    def evaluate(pred: Path = typer.Option(..., help="folder of predicted label PNGs (<id>.png), or of the "
+                                                    "instance challenge folders (see --instance)"),
                  data: tuple[str, Path] = typer.Option(..., help="LAYOUT ROOT of the ground truth"),
                  split: str = typer.Option("val"), labels: str = typer.Option(None, help="label set"),
                  convention: str = typer.Option("ce2p", help="mIoU convention: ce2p, nan or d2"),
-                 convert: str = typer.Option(None, help="map predictions through SRC:TGT first"),
+                 convert: str = typer.Option(None, help="map predictions through SRC:TGT first (semantic only)"),
+                 instance: bool = typer.Option(None, "--instance/--semantic",
+                                               help="score instance folders (global_parsing, instance_parsing, "
+                                                    "instance_segmentation, person_parsing): AP^r, AP^p, PCP, "
+                                                    "human mask AP, mIoU (default: auto-detect)"),
+                 one_to_one: bool = typer.Option(False, help="AP^r with one-to-one VOC matching (instance mode)"),
+                 official_image_list: bool = typer.Option(
+                     True, "--official-image-list/--count-missing",
+                     help="AP^r: leave out images without a prediction, as the CIHP script does (default), or "
+                          "count their ground truth as missed"),
                  json_out: Path = typer.Option(None, "--json")):
-        """Score a folder of predicted label PNGs against a dataset split."""
+        """Score a folder of predictions against a dataset split (semantic label PNGs, or instance folders)."""
         from ..data.convert import get_converter
         from ..data.readers import build_reader
         from ..engine.evaluate import evaluate_folder
+        from ..engine.evaluate_instances import evaluate_instance_folder, is_instance_folder
 
         _setup_logging()
         try:
+            if instance is None:
+                instance = is_instance_folder(pred)
+            if instance and convert:
+                raise HParseError("--convert applies to semantic predictions only")
             reader = build_reader(data[0], data[1], split, label_set=labels)
-            lut = get_converter(*convert.split(":")).lut() if convert else None
-            _, scores, missing = evaluate_folder(pred, reader, convention, label_map=lut)
+            if instance:
+                scores = evaluate_instance_folder(pred, reader, convention=convention, one_to_one=one_to_one,
+                                                  official_image_list=official_image_list)
+            else:
+                lut = get_converter(*convert.split(":")).lut() if convert else None
+                _, scores, missing = evaluate_folder(pred, reader, convention, label_map=lut)
         except (HParseError, KeyError, ValueError) as e:
             _fail(e)
-        typer.echo(f"{reader.meta.name} {split}: {len(reader)} images, {len(missing)} without prediction")
+        if instance:
+            typer.echo(f"{reader.meta.name} {split}: {len(reader)} images, instance-level predictions in {pred}")
+        else:
+            typer.echo(f"{reader.meta.name} {split}: {len(reader)} images, {len(missing)} without prediction")
         _report(scores, json_out)
 
     @app.command("parse")
