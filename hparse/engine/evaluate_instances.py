@@ -20,8 +20,8 @@ folder                     scored as
 A folder that is absent is skipped with a note. As for semantic scoring, the ground-truth list
 drives everything: an image with no prediction file counts its ground truth as missed (notes say
 how many), except for AP^r, which by default follows the CIHP script (``official_image_list=True``:
-an image without a prediction ``.txt`` is left out, ground truth included; ``False`` counts it). Each metric reads the samples
-in its own pass (one image in memory at a time), so memory does not grow with the dataset.
+an image without a prediction ``.txt`` is left out, ground truth included; ``False`` counts it).
+Each metric reads the samples in its own pass (one image in memory at a time), so memory does not grow with the dataset.
 """
 
 from __future__ import annotations
