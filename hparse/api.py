@@ -73,6 +73,26 @@ class Parser:
         out = self.predictor.predict(arrays, return_probs=return_probs)
         return out[0] if single else out
 
+    def predict_extras(self, images):
+        """What the model outputs beyond the label map, per image at the input size (one pass, no TTA):
+        ``boundary`` (HxW edge probability, ACENet / CE2P), ``structure`` ((J, H, W) structure-point
+        heatmaps, ACENet), ``level2`` / ``level3`` (HxW labels of the upper hierarchy levels, CNIF;
+        names in ``level_classes``) and ``gates`` ((nodes, 3) fusion gates, CNIF; ``gate_names``).
+        A single image gives a dict, a list a list of dicts."""
+        single = not isinstance(images, (list, tuple))
+        out = self.predictor.extras([self.as_rgb(im) for im in ([images] if single else images)])
+        return out[0] if single else out
+
+    @property
+    def level_classes(self) -> dict[int, tuple[str, ...]]:
+        """Class names of each hierarchy level (1 = the parts)."""
+        return {lvl: self.meta.level_classes(lvl) for lvl in (1, 2, 3)} if self.meta.hierarchy else {}
+
+    @property
+    def gate_names(self) -> list[str]:
+        """Node names of the rows of ``gates`` (CNIF); empty for other models."""
+        return list(getattr(self.model, "node_names", []))
+
 
 def load(name_or_checkpoint: str | Path = "default", device: str | None = None, tta: bool = False) -> Parser:
     """Load a shipped model by name or any hparse checkpoint (``best.pt``, ``last.pt``)."""

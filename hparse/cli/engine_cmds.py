@@ -61,13 +61,14 @@ def register(app: typer.Typer) -> None:
               json_out: Path = typer.Option(None, "--json", help="write the scores as JSON"),
               plot: Path = typer.Option(None, help="confusion-matrix PNG (default beside the checkpoint)"),
               convert: str = typer.Option(None, help="map predictions through a label converter, e.g. lip:ppss"),
+              levels: bool = typer.Option(False, help="hierarchical models (CNIF): also score levels 2 and 3"),
               device: str = typer.Option(None)):
         """Score a checkpoint on a dataset split at the original resolution."""
         from .. import config as C
         from ..api import load
         from ..data.convert import get_converter
         from ..data.readers import build_reader
-        from ..engine.evaluate import evaluate_predictor
+        from ..engine.evaluate import evaluate_predictor, level_evaluation
         from ..engine.trainer import make_predictor
         from ..viz.plots import confusion_matrix_plot
 
@@ -87,13 +88,17 @@ def register(app: typer.Typer) -> None:
                                   f"{reader.meta.name!r}; pass --convert SRC:TGT")
             pred = make_predictor(parser.model, parser.meta, {**parser.config, "eval": cfg.get("eval", {})},
                                   parser.device, tta=tta)
-            cm, scores = evaluate_predictor(pred, reader, cfg.get("eval", {}).get("convention", "ce2p"),
-                                            label_map=lut)
+            convention = cfg.get("eval", {}).get("convention", "ce2p")
+            cm, scores = evaluate_predictor(pred, reader, convention, label_map=lut)
+            level_scores = level_evaluation(pred, reader, convention) if levels else {}
         except (HParseError, KeyError, ValueError) as e:
             _fail(e)
         typer.echo(f"{reader.meta.name} {reader.split}: {len(reader)} images, "
                    f"{'multi-scale + flip' if tta else 'single scale'}")
         _report(scores, json_out)
+        for lvl, sc in level_scores.items():
+            typer.echo(f"\nlevel {lvl}")
+            _report(sc, json_out.with_name(f"{json_out.stem}_level{lvl}.json") if json_out else None)
         ck_path = Path(checkpoint)
         plot = plot or (ck_path.parent if ck_path.is_file() else Path(".")) / f"confusion_{reader.split}.png"
         confusion_matrix_plot(cm.matrix, reader.meta.classes, plot)
@@ -154,15 +159,20 @@ def register(app: typer.Typer) -> None:
               masks: bool = typer.Option(False, help="also write one binary PNG per class present"),
               probs: bool = typer.Option(False, help="also write class probabilities (.npy, float16)"),
               sidecar: bool = typer.Option(False, "--json", help="also write a JSON sidecar with label names"),
-              palette: str = typer.Option(None, help="colour palette: lip or voc (default: the label set's)")):
+              palette: str = typer.Option(None, help="colour palette: lip or voc (default: the label set's)"),
+              extras: bool = typer.Option(False, "--extras", "--levels",
+                                          help="also write what the model outputs beyond the label map: "
+                                               "boundary / structure-point heatmaps (ACENet), hierarchy levels "
+                                               "2-3 and gate charts (CNIF)")):
         """Parse images: a label PNG (pixel = class id) and a colour overlay per image."""
         from ..api import load
-        from ..engine.parse import parse_files
+        from ..engine.parse import extra_overlays, parse_files
 
         _setup_logging()
         try:
             parser = load(model, device=device, tta=tta)
-            rep = parse_files(parser, inputs, out, batch_size, overwrite, masks, probs, sidecar, palette)
+            rep = parse_files(parser, inputs, out, batch_size, overwrite, masks, probs, sidecar, palette,
+                              extras=extra_overlays if extras else None)
         except HParseError as e:
             _fail(e)
         typer.echo(f"{len(rep.written)} parsed, {len(rep.skipped)} skipped (outputs exist), "
@@ -237,4 +247,4 @@ def register(app: typer.Typer) -> None:
             t.add_row(cname, cfg["model"]["type"], cfg["model"].get("backbone", {}).get("name", "-"),
                       str(meta.num_classes), f"{h}x{w}", format_count(count_params(m)),
                       format_count(count_macs(m, (1, 3, h, w))))
-        Console().print(t)
+        Console(width=max(Console().width, 140)).print(t)   # full config names, also when piped

@@ -91,12 +91,14 @@ def gaussian_heatmaps(points: np.ndarray, valid: np.ndarray, out_size: Sequence[
 
 
 def joint_heatmaps(joints: np.ndarray, out_size: Sequence[int], stride: int = 4, sigma: float = 7.0,
-                   window: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+                   window: float = 3.0, use_visibility: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """CorrPM joint targets: (J, h, w) heatmaps and (J,) weights for ``(J, 3)`` joints
     (x, y, visible) in an image of ``out_size = (H, W)``; missing (NaN) or invisible
-    (visible <= 0) joints give a zero map and weight 0."""
+    (visible <= 0) joints give a zero map and weight 0. ``use_visibility=False`` ignores the
+    third column (JPPNet on LIP, whose CSV flag is not a plain "visible" bit): every joint with
+    finite coordinates counts."""
     j = np.asarray(joints, np.float64).reshape(len(joints), -1)
-    vis = j[:, 2] > 0 if j.shape[1] > 2 else np.ones(len(j), bool)
+    vis = j[:, 2] > 0 if j.shape[1] > 2 and use_visibility else np.ones(len(j), bool)
     return gaussian_heatmaps(j[:, :2], vis, out_size, stride, sigma, window)
 
 
@@ -178,12 +180,12 @@ class EdgeTarget(Transform):
 class JointHeatmapTarget(Transform):
     """Adds ``joint_heatmaps`` and ``joint_weights`` from ``joints`` (see :func:`joint_heatmaps`)."""
 
-    def __init__(self, stride: int = 4, sigma: float = 7.0, window: float = 3.0):
-        self.stride, self.sigma, self.window = stride, sigma, window
+    def __init__(self, stride: int = 4, sigma: float = 7.0, window: float = 3.0, use_visibility: bool = True):
+        self.stride, self.sigma, self.window, self.use_visibility = stride, sigma, window, use_visibility
 
     def apply(self, sample, rng):
         sample["joint_heatmaps"], sample["joint_weights"] = joint_heatmaps(
-            sample["joints"], _image_size(sample), self.stride, self.sigma, self.window)
+            sample["joints"], _image_size(sample), self.stride, self.sigma, self.window, self.use_visibility)
         return sample
 
 

@@ -6,6 +6,7 @@ background (and is reported), never silently skipped (reference-notes B.1).
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -20,14 +21,16 @@ log = logging.getLogger("hparse.eval")
 
 
 def evaluate_predictor(predictor, reader, convention: str = "ce2p", batch_size: int = 1,
-                       progress: bool = True, label_map=None):
+                       progress: bool = True, label_map=None, target_map=None, class_names=None):
     """Run ``predictor`` over ``reader`` and score at the original resolution.
 
     ``label_map`` (a 256-entry LUT) maps predictions into the reader's label set first, for
-    cross-dataset evaluation.
+    cross-dataset evaluation; ``target_map`` maps the ground truth instead, scored over
+    ``class_names`` (e.g. a hierarchy level: parts -> upper / lower body).
     """
     meta = reader.meta
-    cm = ConfusionMatrix(meta.num_classes, meta.ignore_index)
+    names = tuple(class_names or meta.classes)
+    cm = ConfusionMatrix(len(names), meta.ignore_index)
     idx = list(range(len(reader)))
     bar = tqdm(total=len(idx), desc="eval", disable=not progress, leave=False)
     for start in range(0, len(idx), batch_size):
@@ -39,10 +42,28 @@ def evaluate_predictor(predictor, reader, convention: str = "ce2p", batch_size: 
                 log.warning("skipping unreadable sample: %s", e)
         if samples:
             for s, pred in zip(samples, predictor.predict([s["image"] for s in samples])):
-                cm.update(label_map[pred] if label_map is not None else pred, s["label"])
+                gt = target_map[s["label"]] if target_map is not None else s["label"]
+                cm.update(label_map[pred] if label_map is not None else pred, gt)
         bar.update(len(idx[start:start + batch_size]))
     bar.close()
-    return cm, semantic_scores(cm.matrix, convention=convention, class_names=meta.classes)
+    return cm, semantic_scores(cm.matrix, convention=convention, class_names=names)
+
+
+def level_evaluation(predictor, reader, convention: str = "ce2p") -> dict:
+    """Scores of a hierarchical model's (CNIF) upper levels: ``{2: scores, 3: scores}``, each level's
+    output (``level2``, ``level3``) against the ground truth mapped through the label set's hierarchy."""
+    from ..models.cnif import CNIF, level_label_maps
+
+    if not isinstance(predictor.model, CNIF):
+        raise DataError("--levels needs a hierarchical model (CNIF) with level2 / level3 outputs")
+    out = {}
+    for lvl, (names, lut) in level_label_maps(reader.meta).items():
+        if lvl == 1:
+            continue
+        p = copy.copy(predictor)
+        p.output, p.perm = f"level{lvl}", None       # upper levels have no left / right classes
+        out[lvl] = evaluate_predictor(p, reader, convention, target_map=lut, class_names=names)[1]
+    return out
 
 
 def evaluate_folder(pred_dir: str | Path, reader, convention: str = "ce2p", progress: bool = True,

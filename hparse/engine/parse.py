@@ -61,8 +61,11 @@ def write_outputs(out_dir: Path, stem: Path, image: np.ndarray, label: np.ndarra
     write_label_png(base.with_suffix(".png"), label, palette)
     if overlay_image:
         write_image(base.with_name(base.name + "_overlay.jpg"), overlay(image, label, palette))
-    for name, img in (extra_overlays or {}).items():
-        write_image(base.with_name(f"{base.name}_{name}.jpg"), img)
+    for name, img in (extra_overlays or {}).items():   # 2-D: a label map (PNG), 3-D: a picture (JPEG)
+        if img.ndim == 2:
+            write_label_png(base.with_name(f"{base.name}_{name}.png"), img, palette)
+        else:
+            write_image(base.with_name(f"{base.name}_{name}.jpg"), img)
     if masks:
         for c in np.unique(label):
             if c == 0:
@@ -80,6 +83,31 @@ def write_outputs(out_dir: Path, stem: Path, image: np.ndarray, label: np.ndarra
             "label_set": meta.name, "classes": list(meta.classes), "present": present,
             "size": [int(label.shape[0]), int(label.shape[1])],
             "pixels": {meta.classes[c]: int((label == c).sum()) for c in present}}, indent=1))
+
+
+def extra_overlays(parser, images: list[np.ndarray]) -> list[dict]:
+    """Pictures of a model's extra outputs (``Parser.predict_extras``): boundary and structure-point
+    heatmaps, upper hierarchy levels (label PNG + overlay) and the fusion gates' bar chart."""
+    from ..viz import heatmap_overlay
+    from ..viz.plots import gates_image
+
+    pal = parser.meta.palette()
+    out = []
+    for image, ex in zip(images, parser.predict_extras(images)):
+        pics = {}
+        if "boundary" in ex:
+            pics["boundary"] = heatmap_overlay(image, ex["boundary"])
+        if "structure" in ex:
+            heat = ex["structure"].max(0)
+            pics["structure"] = heatmap_overlay(image, heat / max(float(heat.max()), 1e-6))
+        for lvl in ("level2", "level3"):
+            if lvl in ex:
+                pics[lvl] = ex[lvl]
+                pics[f"{lvl}_overlay"] = overlay(image, ex[lvl], pal)
+        if "gates" in ex:
+            pics["gates"] = gates_image(ex["gates"], parser.gate_names)
+        out.append(pics)
+    return out
 
 
 def parse_files(parser, inputs: list[str], out_dir: str | Path, batch_size: int = 1, overwrite: bool = False,

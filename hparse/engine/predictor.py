@@ -16,6 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# model outputs beyond the parsing that inference can return: boundary logits (2 ch), structure-point
+# heatmaps, upper hierarchy levels (logits), fusion gates (B, nodes, 3)
+EXTRA_OUTPUTS = ("edge", "structure", "level2", "level3", "gates")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -76,6 +79,33 @@ class Predictor:
                     o = o.softmax(0) if self.average == "probs" else o
                     acc[i] = o if acc[i] is None else acc[i] + o
         return [a / n for a in acc]
+
+    @torch.no_grad()
+    def extras(self, images: list[np.ndarray]) -> list[dict]:
+        """The model's extra outputs per image (one pass at scale 1, no flip), at the original size:
+        ``boundary`` HxW probability, ``structure`` (J, H, W) heatmaps, ``level2`` / ``level3``
+        HxW labels, ``gates`` (nodes, 3). Only what the model produces is returned."""
+        x, sizes = self._batch(images, 1.0)
+        out = self.model(x)
+        res: list[dict] = [{} for _ in images]
+        for name in EXTRA_OUTPUTS:
+            if name not in out:
+                continue
+            v = out[name].float()
+            if v.dim() != 4:
+                for r, vi in zip(res, v):
+                    r[name] = vi.cpu().numpy()
+                continue
+            v = F.interpolate(v, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            for i, (r, im, (h, w)) in enumerate(zip(res, images, sizes)):
+                o = F.interpolate(v[i:i + 1, :, :h, :w], size=im.shape[:2], mode="bilinear", align_corners=False)[0]
+                if name == "edge":
+                    r["boundary"] = o.softmax(0)[1].cpu().numpy()
+                elif name.startswith("level"):
+                    r[name] = o.argmax(0).to(torch.uint8).cpu().numpy()
+                else:
+                    r[name] = o.clamp(min=0).cpu().numpy()
+        return res
 
     def predict(self, images: list[np.ndarray], return_probs: bool = False):
         """Label maps (uint8, original size), and probabilities (C, H, W float32) on request."""

@@ -5,6 +5,10 @@ per-sample generator seeded by ``(seed, epoch, index)``, and every checkpoint st
 position inside the epoch, the optimiser, scheduler and RNG states. A run killed at any
 point and resumed from its last checkpoint ends with the same weights as an uninterrupted
 run (on the same machine and thread count).
+
+A model with discriminators (``model.discriminators``, e.g. MMAN) trains adversarially: each
+iteration steps D, then G (``adversarial.py``; options under ``train.adversarial``); the D
+optimiser is checkpointed too, so resuming stays exact.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ..errors import ConfigError
 from ..io.atomic import atomic_path, write_text_atomic
 from ..losses import build_loss
 from ..models import build_model
+from .adversarial import AdversarialTraining, generator_parameters, has_discriminators
 from .checkpoint import load_checkpoint
 from .evaluate import evaluate_predictor
 from .predictor import Predictor
@@ -50,11 +55,34 @@ def lr_factor(step: int, total: int, warmup: int = 0, warmup_ratio: float = 0.1,
     return max(0.0, 1 - step / max(1, total)) ** power
 
 
-def build_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
+def make_lr_lambda(cfg: dict, total: int, iters_per_epoch: int):
+    """The schedule factor of ``train``: ``lr_policy: poly`` (default; :func:`lr_factor`) or ``step``
+    (the same warm-up, then ``lr_gamma ** (number of lr_step_epochs passed)``, MMAN's "divided by 10 after
+    15 epochs": ``lr_step_epochs: [15]``)."""
+    policy = cfg.get("lr_policy", "poly")
+    warm, ratio = int(cfg.get("warmup_iters", 0)), float(cfg.get("warmup_ratio", 0.1))
+    if policy == "poly":
+        power = float(cfg.get("poly_power", 0.9))
+        return lambda s: lr_factor(s, total, warm, ratio, power)
+    if policy == "step":
+        milestones = [int(e) * iters_per_epoch for e in cfg.get("lr_step_epochs", [])]
+        gamma = float(cfg.get("lr_gamma", 0.1))
+
+        def step_factor(s: int) -> float:
+            if s < warm:
+                return ratio + (1 - ratio) * s / warm
+            return gamma ** sum(s >= m for m in milestones)
+        return step_factor
+    raise ConfigError(f"train.lr_policy: unknown {policy!r} (poly, step)")
+
+
+def build_optimizer(model, cfg: dict) -> torch.optim.Optimizer:
+    """SGD / Adam / AdamW over ``model`` (a module or a list of parameters); norm weights and biases
+    (1-d parameters) get no weight decay unless ``no_decay_norm_bias: false``."""
     kind = cfg.get("optimizer", "sgd").lower()
     lr, wd = float(cfg.get("lr", 0.01)), float(cfg.get("weight_decay", 5e-4))
     decay, no_decay = [], []
-    for p in model.parameters():
+    for p in (model.parameters() if isinstance(model, torch.nn.Module) else model):
         if p.requires_grad:
             (no_decay if p.ndim <= 1 and cfg.get("no_decay_norm_bias", True) else decay).append(p)
     groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
@@ -100,7 +128,8 @@ class Trainer:
             state = load_checkpoint(t["init_from"])["model"]
             self.model.load_state_dict({k: v.float() for k, v in state.items()})
         self.loss = build_loss(cfg.get("loss", [{"type": "ce"}])).to(self.device)
-        self.optimizer = build_optimizer(self.model, t)
+        self.adversarial_on = has_discriminators(self.model)
+        self.optimizer = build_optimizer(generator_parameters(self.model) if self.adversarial_on else self.model, t)
         self.batch_size = int(t.get("batch_size", 8))
         self.accumulate = int(t.get("accumulate", 1))
         self.epochs = int(t.get("epochs", 10))
@@ -109,12 +138,18 @@ class Trainer:
             raise ConfigError(f"dataset has {len(self.dataset)} samples, fewer than one step of "
                               f"batch_size*accumulate = {self.batch_size * self.accumulate}")
         self.total_steps = self.epochs * self.iters_per_epoch
-        warm = int(t.get("warmup_iters", 0))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, self.total_steps, warm, float(t.get("warmup_ratio", 0.1)),
-                                                float(t.get("poly_power", 0.9))))
+        self.lr_lambda = make_lr_lambda(t, self.total_steps, self.iters_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_lambda)
         self.amp = bool(t.get("amp", True)) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # models with discriminators (MMAN) train adversarially: D step, then G (engine/adversarial.py)
+        self.adversarial = None
+        if self.adversarial_on:
+            if self.accumulate != 1:
+                raise ConfigError("train.accumulate must be 1 for adversarial training (D and G alternate per batch)")
+            self.adversarial = AdversarialTraining(self.model, t.get("adversarial"), seed=self.seed,
+                                                   lr_lambda=self.lr_lambda, scaler=self.scaler, amp=self.amp,
+                                                   device_type=self.device.type)
         self.sampler = EpochSampler(len(self.dataset), self.seed)
         self.checkpoint_every = int(t.get("checkpoint_every", 100))
         self.val_every = int(t.get("val_every", 1))
@@ -130,10 +165,13 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
                 "best": self.best, "rng": torch.get_rng_state(), "history": self.history,
-                "config": self.cfg, "label_set": self.meta.name}
+                "config": self.cfg, "label_set": self.meta.name,
+                **({"adversarial": self.adversarial.state_dict()} if self.adversarial else {})}
 
     def save(self, name: str, state: dict | None = None) -> Path:
         path = self.out / name
+        if self.adversarial is not None:
+            self.adversarial.flush(self.out)  # per-step D/G losses up to this checkpoint
         with atomic_path(path) as tmp:
             torch.save(state or self.state(), tmp)
         return path
@@ -144,6 +182,11 @@ class Trainer:
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
+        if self.adversarial is not None:
+            if "adversarial" in ck:
+                self.adversarial.load_state_dict(ck["adversarial"])
+            else:
+                log.warning("%s has no discriminator optimiser state; it starts afresh", path)
         self.epoch, self.batch_in_epoch, self.step = ck["epoch"], ck["batch_in_epoch"], ck["step"]
         self.best, self.history = ck["best"], ck["history"]
         torch.set_rng_state(ck["rng"])
@@ -206,6 +249,10 @@ class Trainer:
             with torch.autocast(self.device.type, enabled=self.amp):
                 outputs = self.model(batch["image"])
                 total, parts = self.loss(outputs, batch)
+            adv_logs = None
+            if self.adversarial is not None:  # D step now; G's adversarial term joins its loss
+                g_adv, adv_logs = self.adversarial.step(outputs, batch, self.step)
+                total = total + g_adv
             if not torch.isfinite(total):
                 raise FloatingPointError(f"loss is {total.item()} at step {self.step}; lower train.lr")
             self.scaler.scale(total / self.accumulate).backward()
@@ -223,6 +270,10 @@ class Trainer:
             writer.add_scalar("train/lr", lr, self.step)
             for k, v in parts.items():
                 writer.add_scalar(f"train/{k}", v.item(), self.step)
+            if adv_logs is not None:
+                for k, v in adv_logs.items():
+                    writer.add_scalar(f"train/adv/{k}", v, self.step)
+                self.adversarial.record(self.step, self.epoch, adv_logs)
             bar.set_postfix(loss=f"{total.item():.3f}", lr=f"{lr:.2e}",
                             ips=f"{micro * self.batch_size / (time.time() - t0):.1f}")
             bar.update(1)

@@ -31,18 +31,39 @@ def resize_to(logits: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
 
 
+def nearest_label(label: torch.Tensor, size) -> torch.Tensor:
+    """Nearest-neighbour resize of a label map ``(..., H, W)`` to ``size``: output ``(i, j)`` takes input
+    ``(floor((i + .5) H / h), floor((j + .5) W / w))`` -- PIL NEAREST, i.e. ``metrics.semantic.low_resolution``
+    (MMAN's 1/16 label thumbnails)."""
+    h_in, w_in = label.shape[-2:]
+    h, w = int(size[0]), int(size[1])
+    if (h, w) == (h_in, w_in):
+        return label
+    rows = ((torch.arange(h, dtype=torch.float64) + 0.5) * h_in / h).long().to(label.device)
+    cols = ((torch.arange(w, dtype=torch.float64) + 0.5) * w_in / w).long().to(label.device)
+    return label.index_select(-2, rows).index_select(-1, cols)
+
+
 @LOSSES.register("ce")
 class CrossEntropy(nn.Module):
     """Pixel cross-entropy; with ``ohem`` only hard pixels count (CE2P ``OhemCrossEntropy2d``):
-    pixels whose true-class probability is below ``thresh``, at least ``min_kept`` of them."""
+    pixels whose true-class probability is below ``thresh``, at least ``min_kept`` of them.
+
+    ``resize``: ``"logits"`` (default) upsamples the logits to the label; ``"target"`` resizes the label to
+    the logits with :func:`nearest_label` (MMAN's low-resolution CE against the 1/16 label map)."""
 
     def __init__(self, ohem: bool = False, thresh: float = 0.7, min_kept: int = 100_000,
-                 class_weight: list[float] | None = None, ignore_index: int = IGNORE):
+                 class_weight: list[float] | None = None, ignore_index: int = IGNORE, resize: str = "logits"):
         super().__init__()
+        if resize not in ("logits", "target"):
+            raise ConfigError(f"ce: resize must be 'logits' or 'target', got {resize!r}")
         self.ohem, self.thresh, self.min_kept, self.ignore = ohem, thresh, min_kept, ignore_index
+        self.resize = resize
         self.register_buffer("class_weight", None if class_weight is None else torch.tensor(class_weight))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.resize == "target":
+            target = nearest_label(target, logits.shape[-2:])
         logits = resize_to(logits, target.shape[-2:])
         w = self.class_weight
         if not self.ohem:
@@ -133,6 +154,30 @@ class HeatmapMSE(nn.Module):
         return (err * weight).sum() / weight.sum().clamp(min=1)
 
 
+@LOSSES.register("hier_ce")
+class HierarchyCE(nn.Module):
+    """CNIF Eq. 18 for one hierarchy level: pixel cross-entropy summed over the ``S`` predictions of the level,
+    given stacked as (B, S, C, h, w) (e.g. the fused, direct, top-down and bottom-up logits; ``cnif``'s
+    ``sources_l1..3``), against that level's label map (``label``, ``label_l2``, ``label_l3``).  ``reduction``:
+    ``sum`` (Eq. 18) or ``mean`` over the sources; a 4-D input counts as one source."""
+
+    def __init__(self, reduction: str = "sum", ignore_index: int = IGNORE):
+        super().__init__()
+        if reduction not in ("sum", "mean"):
+            raise ConfigError(f"hier_ce: reduction must be 'sum' or 'mean', not {reduction!r}")
+        self.reduction, self.ignore = reduction, ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.dim() == 4:
+            logits = logits.unsqueeze(1)
+        b, s, c, h, w = logits.shape
+        if s == 0:
+            return logits.sum()
+        up = resize_to(logits.reshape(b, s * c, h, w), target.shape[-2:]).reshape(b, s, c, *target.shape[-2:])
+        losses = torch.stack([F.cross_entropy(up[:, i], target, ignore_index=self.ignore) for i in range(s)])
+        return losses.sum() if self.reduction == "sum" else losses.mean()
+
+
 class CompositeLoss(nn.Module):
     """Weighted sum of loss terms; returns ``(total, {name: value})``."""
 
@@ -168,6 +213,8 @@ class CompositeLoss(nn.Module):
                 raise ConfigError(f"loss {spec['name']}: the batch has no target {spec['target']!r}")
             args = [outputs[spec["pred"]], batch[spec["target"]]]
             if spec["weight_key"]:
+                if spec["weight_key"] not in batch:
+                    raise ConfigError(f"loss {spec['name']}: the batch has no weights {spec['weight_key']!r}")
                 args.append(batch[spec["weight_key"]])
             value = fn(*args)
             parts[spec["name"]] = value.detach()

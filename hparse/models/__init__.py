@@ -27,4 +27,9 @@ def build_model(cfg: dict, num_classes: int):
 
 
 def _import_all() -> None:
-    from . import ce2p  # noqa: F401
+    from . import (
+        acenet,  # noqa: F401
+        ce2p,  # noqa: F401
+        cnif,  # noqa: F401
+        mman,  # noqa: F401
+    )

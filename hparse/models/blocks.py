@@ -8,6 +8,7 @@
 - ``SE``: squeeze-and-excitation (CNIF node heads, ACENet ablation).
 - ``NonLocal2d``: Parsing R-CNN / AIParsing non-local block with GN (A.3).
 - ``channel_shuffle`` / ``ChannelShuffle`` and ``GlobalConv``: ACENet blocks (A.1).
+- ``ChannelAttention``: DANet's channel attention module (CAM; ACENet's Table 1 competitor).
 - ``upsample_like``: bilinear resize to a reference size (align_corners=True by default, as CE2P).
 
 Attribute names stay close to CE2P's to ease porting checkpoints: each ``ConvBNAct`` is a ``Sequential``
@@ -311,3 +312,25 @@ class GlobalConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.a2(self.a1(x)) + self.b2(self.b1(x))
+
+
+class ChannelAttention(nn.Module):
+    """DANet channel attention module (CAM, Fu et al. 2019), as in the authors' code: ``energy = X X^T``
+    (C x C, X the input reshaped C x HW), ``attn = softmax(max_row(energy) - energy)`` over the last axis
+    (rows sum to 1; the max shift only changes numerics, so this is ``softmax(-energy)``), ``out = attn X``,
+    ``y = gamma * out + x`` with a learnable scalar ``gamma`` initialised to 0 (the block starts as the
+    identity).  No parameters besides ``gamma``."""
+
+    def __init__(self, gamma_init: float = 0.0):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.tensor(float(gamma_init)))
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, C) attention, rows summing to 1."""
+        q = x.flatten(2)
+        energy = torch.bmm(q, q.transpose(1, 2))
+        return (energy.amax(dim=-1, keepdim=True) - energy).softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.bmm(self.attention(x), x.flatten(2)).reshape(x.shape)
+        return self.gamma * out + x
