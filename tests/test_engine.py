@@ -92,6 +92,7 @@ def test_resume_after_interrupt_matches_uninterrupted(tiny_root, tmp_path):
     assert list((tmp_path / "full" / "tb").glob("events.out.tfevents.*"))
     hist = load_checkpoint(tmp_path / "full" / "last.pt")["history"]
     assert [h["epoch"] for h in hist] == [1, 2] and 0 <= hist[-1]["miou"] <= 1
+    assert (tmp_path / "full" / "val_curves.png").stat().st_size > 1000
 
 
 def test_killed_training_process_resumes_to_same_weights(tiny_root, tmp_path):

@@ -226,6 +226,7 @@ class Trainer:
                 if self.epoch % self.val_every == 0 or self.epoch == self.epochs:
                     self.validate(writer)
                 self.save("last.pt")
+                self._plot_curves()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -233,6 +234,21 @@ class Trainer:
         if self._stop or self._reached_max():
             self.save("last.pt")
         return self.history[-1] if self.history else {}
+
+    def _plot_curves(self) -> None:
+        """Validation curves (and, for adversarial runs, the D/G losses as in MMAN's Fig. 2) as PNGs."""
+        from ..viz.plots import curves_plot, plot_adversarial_curves
+
+        try:
+            if self.history:
+                keys = ("miou", "pixel_acc", "mean_acc")
+                curves_plot({k: ([h["epoch"] for h in self.history], [100 * h[k] for h in self.history])
+                             for k in keys if k in self.history[0]}, self.out / "val_curves.png",
+                            title="validation", ylabel="%", xlabel="epoch")
+            if self.adversarial is not None and (self.out / "adversarial.jsonl").is_file():
+                plot_adversarial_curves(self.out, self.out / "adversarial.png")
+        except Exception as e:  # noqa: BLE001 - a plot must never end a training run
+            log.warning("could not plot curves: %s", e)
 
     def _reached_max(self) -> bool:
         return self.max_steps is not None and self.step >= int(self.max_steps)

@@ -47,7 +47,8 @@ def confusion_matrix_plot(matrix: np.ndarray, class_names, path: str | Path, tit
     return path
 
 
-def curves_plot(series: dict[str, tuple[list, list]], path: str | Path, title: str = "", ylabel: str = "") -> Path:
+def curves_plot(series: dict[str, tuple[list, list]], path: str | Path, title: str = "", ylabel: str = "",
+                xlabel: str = "step") -> Path:
     """Line plot of named (x, y) series."""
     from ..io.atomic import atomic_path
 
@@ -55,7 +56,7 @@ def curves_plot(series: dict[str, tuple[list, list]], path: str | Path, title: s
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, (x, y) in series.items():
         ax.plot(x, y, label=name)
-    ax.set_xlabel("step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
