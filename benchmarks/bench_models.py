@@ -17,24 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from bench_parse import cpu_model  # the script's folder is on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def describe(model_cfg: dict) -> str:
@@ -118,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"CPU: {cpu_name()}, torch {torch.__version__}, {args.threads} threads, batch 1, eval, "
+    print(f"CPU: {cpu_model()}, torch {torch.__version__}, {args.threads} threads, batch 1, eval, "
           f"median of {args.runs} runs after {args.warmup} warm-up; load average at the end {load:.1f}\n")
     print(table(rows))
     if args.json:

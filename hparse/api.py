@@ -42,7 +42,7 @@ class Parser:
     def __init__(self, model: torch.nn.Module, config: dict, meta: DatasetMeta, device: str = "cpu",
                  tta: bool = False):
         self.model, self.config, self.meta, self.device = model, config, meta, device
-        self.predictor = make_predictor(model, meta, config, device, tta=tta)
+        self.predictor = make_predictor(model, meta, config, device, tta=tta, channels_last=str(device) == "cpu")
 
     @property
     def classes(self) -> tuple[str, ...]:

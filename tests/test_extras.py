@@ -138,3 +138,14 @@ def test_cli_parse_levels_flag(tmp_path):
     res = CliRunner().invoke(app, ["parse", "examples/ccp_0002.jpg", "--out", str(tmp_path), "--levels"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "ccp_0002_boundary.jpg").is_file()      # the default CE2P model has an edge branch
+
+
+def test_extras_from_the_prediction_pass_equal_a_separate_pass():
+    p = parser_for("cnif_light_ccp")
+    ims = images()
+    labels, ex = p.predictor.predict(ims, with_extras=True)
+    assert [lab.shape for lab in labels] == [im.shape[:2] for im in ims]
+    for a, b in zip(ex, p.predictor.extras(ims)):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])

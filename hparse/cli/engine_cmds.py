@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
                 raise HParseError(f"the model predicts {parser.meta.name!r} labels but the data is "
                                   f"{reader.meta.name!r}; pass --convert SRC:TGT")
             pred = make_predictor(parser.model, parser.meta, {**parser.config, "eval": cfg.get("eval", {})},
-                                  parser.device, tta=tta)
+                                  parser.device, tta=tta, channels_last=parser.predictor.channels_last)
             convention = cfg.get("eval", {}).get("convention", "ce2p")
             cm, scores = evaluate_predictor(pred, reader, convention, label_map=lut)
             level_scores = level_evaluation(pred, reader, convention) if levels else {}

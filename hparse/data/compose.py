@@ -510,27 +510,27 @@ def _remove_stale(d: Path, split: str, keep: set[str]) -> None:
                 p.unlink()
 
 
-def parse_range(text: str) -> tuple[int, int]:
-    """"2-5" -> (2, 5); "3" -> (3, 3)."""
+def _int_pair(text: str, seps: str, option: str, form: str) -> tuple[int, int]:
+    """"A<sep>B" -> (A, B); "A" -> (A, A); anything else is a ConfigError naming ``option``."""
+    joined = text
+    for sep in seps[1:]:
+        joined = joined.replace(sep, seps[0])
     try:
-        parts = [int(v) for v in text.replace(",", "-").split("-")]
+        parts = [int(v) for v in joined.split(seps[0])]
     except ValueError:
-        raise ConfigError(f"--per-image must be MIN-MAX (e.g. 2-5), got {text!r}") from None
+        parts = []
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2:
-        raise ConfigError(f"--per-image must be MIN-MAX (e.g. 2-5), got {text!r}")
+        raise ConfigError(f"{option} must be {form}, got {text!r}")
     return parts[0], parts[1]
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """"2-5" -> (2, 5); "3" -> (3, 3)."""
+    return _int_pair(text, "-,", "--per-image", "MIN-MAX (e.g. 2-5)")
 
 
 def parse_size(text: str) -> tuple[int, int]:
     """"512x384" -> (512, 384) as (H, W); "512" -> (512, 512)."""
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        raise ConfigError(f"--size must be HxW (e.g. 512x512), got {text!r}") from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2:
-        raise ConfigError(f"--size must be HxW (e.g. 512x512), got {text!r}")
-    return parts[0], parts[1]
+    return _int_pair(text.lower(), "x", "--size", "HxW (e.g. 512x512)")

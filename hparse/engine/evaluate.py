@@ -52,17 +52,16 @@ def evaluate_predictor(predictor, reader, convention: str = "ce2p", batch_size: 
 def level_evaluation(predictor, reader, convention: str = "ce2p") -> dict:
     """Scores of a hierarchical model's (CNIF) upper levels: ``{2: scores, 3: scores}``, each level's
     output (``level2``, ``level3``) against the ground truth mapped through the label set's hierarchy."""
-    from ..models.cnif import CNIF, level_label_maps
+    from ..models.cnif import CNIF
 
     if not isinstance(predictor.model, CNIF):
         raise DataError("--levels needs a hierarchical model (CNIF) with level2 / level3 outputs")
-    out = {}
-    for lvl, (names, lut) in level_label_maps(reader.meta).items():
-        if lvl == 1:
-            continue
+    meta, out = reader.meta, {}
+    for lvl in (2, 3):
         p = copy.copy(predictor)
         p.output, p.perm = f"level{lvl}", None       # upper levels have no left / right classes
-        out[lvl] = evaluate_predictor(p, reader, convention, target_map=lut, class_names=names)[1]
+        out[lvl] = evaluate_predictor(p, reader, convention, target_map=meta.hierarchy_lut(lvl),
+                                      class_names=meta.level_classes(lvl))[1]
     return out
 
 

@@ -26,7 +26,6 @@ Each metric reads the samples in its own pass (one image in memory at a time), s
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -234,112 +233,101 @@ def _missing(res: InstanceScores, folder: str, count: int, n: int, how: str) -> 
         log.warning("%d of %d images have no prediction in %s/ (%s)", count, n, folder, how)
 
 
-def _score_parts(root, reader, ids, thresholds, one_to_one, official, res, progress) -> PartAPResult | None:
-    nc = reader.meta.num_classes
-    samples = _Samples(reader, "AP^r", progress)
+def _score(reader, ids, what: str, folder: str, metric, gt, pred, res, progress, how: str, on_missing=None):
+    """Run ``metric(preds, gts)`` over lazy per-image sequences (one sample in memory at a time).
+
+    ``gt(sample)`` raises :class:`_NoGT` when the dataset lacks that ground truth (the metric is skipped
+    with a note); ``pred(sample, id)`` returns None for a missing prediction, replaced by
+    ``on_missing(sample)`` when given. Missing predictions are counted in ``res`` (``how`` says their fate).
+    """
+    samples = _Samples(reader, what, progress)
     missing = []
 
-    def gt(i):
-        g = ground_truth_parts(samples(i), nc)
-        if g is None:
-            raise _NoGT
-        return g
-
-    def pred(i):
+    def pred_i(i):
         s = samples(i)
-        p = io.read_part_instances(root, ids[i])
+        p = pred(s, ids[i])
         if p is None:
             missing.append(ids[i])
-            return None if official else PartInstances(np.zeros(s["image"].shape[:2], np.uint8), [], [])
-        _check_size(io._path(root, io.PARTS, ids[i], ".png"), p.ids.shape, s)
+            return on_missing(s) if on_missing else None
         return p
 
     try:
-        out = _part_ap(_Lazy(len(ids), pred), _Lazy(len(ids), gt), nc, thresholds, one_to_one=one_to_one,
-                       class_names=reader.meta.classes)
-    except _NoGT:
-        res.notes.append(f"{reader.meta.name} {reader.split} has no part-instance ground truth: AP^r skipped")
+        out = metric(_Lazy(len(ids), pred_i), _Lazy(len(ids), lambda i: gt(samples(i))))
+    except _NoGT as e:
+        res.notes.append(f"{reader.meta.name} {reader.split} has no {e}: {what} skipped")
         return None
     finally:
         samples.close()
-    _missing(res, io.PARTS, len(missing), len(ids),
-             "left out, as the CIHP script does" if official else "their ground truth counts as missed")
+    _missing(res, folder, len(missing), len(ids), how)
     return out
+
+
+def _score_parts(root, reader, ids, thresholds, one_to_one, official, res, progress) -> PartAPResult | None:
+    nc = reader.meta.num_classes
+
+    def gt(s):
+        g = ground_truth_parts(s, nc)
+        if g is None:
+            raise _NoGT("part-instance ground truth")
+        return g
+
+    def pred(s, image_id):
+        p = io.read_part_instances(root, image_id)
+        if p is not None:
+            _check_size(io._path(root, io.PARTS, image_id, ".png"), p.ids.shape, s)
+        return p
+
+    def metric(preds, gts):
+        return _part_ap(preds, gts, nc, thresholds, one_to_one=one_to_one, class_names=reader.meta.classes)
+
+    return _score(reader, ids, "AP^r", io.PARTS, metric, gt, pred, res, progress,
+                  "left out, as the CIHP script does" if official else "their ground truth counts as missed",
+                  None if official else lambda s: PartInstances(np.zeros(s["image"].shape[:2], np.uint8), [], []))
 
 
 def _score_persons(root, reader, ids, thresholds, background, res, progress) -> PersonAPResult | None:
     nc = reader.meta.num_classes
-    samples = _Samples(reader, "AP^p", progress)
-    missing = []
 
-    def gt(i):
-        s = samples(i)
+    def gt(s):
         if "person_labels" not in s:
-            raise _NoGT
+            raise _NoGT("per-person ground truth")
         maps = [_clean(p, nc) for p in s["person_labels"]]
         return np.stack(maps) if maps else np.zeros((0, *s["image"].shape[:2]), np.uint8)
 
-    def pred(i):
-        s = samples(i)
-        p = io.read_person_parsing(root, ids[i], image_size=s["image"].shape[:2])
-        if p is None:
-            missing.append(ids[i])
-            return None
-        if len(p):
-            _check_size(io._path(root, io.PERSONS, f"{ids[i]}_1", ".png"), p.image_size, s)
+    def pred(s, image_id):
+        p = io.read_person_parsing(root, image_id, image_size=s["image"].shape[:2])
+        if p is not None and len(p):
+            _check_size(io._path(root, io.PERSONS, f"{image_id}_1", ".png"), p.image_size, s)
             if p.parsings.max() >= nc:
-                raise DataError(f"{io._path(root, io.PERSONS, ids[i], '.txt')}: a person map holds class "
+                raise DataError(f"{io._path(root, io.PERSONS, image_id, '.txt')}: a person map holds class "
                                 f"{int(p.parsings.max())}, outside the {nc} classes of {reader.meta.name}")
         return p
 
-    try:
-        out = _person_ap(_Lazy(len(ids), pred), _Lazy(len(ids), gt), nc, thresholds, background=background)
-    except _NoGT:
-        res.notes.append(f"{reader.meta.name} {reader.split} has no per-person ground truth: AP^p skipped")
-        return None
-    finally:
-        samples.close()
-    _missing(res, io.PERSONS, len(missing), len(ids), "their ground truth counts as missed")
-    return out
+    def metric(preds, gts):
+        return _person_ap(preds, gts, nc, thresholds, background=background)
+
+    return _score(reader, ids, "AP^p", io.PERSONS, metric, gt, pred, res, progress,
+                  "their ground truth counts as missed")
 
 
 def _score_humans(root, reader, ids, res, progress) -> MaskAPResult | None:
-    samples = _Samples(reader, "mask AP", progress)
-    missing = []
-
-    def gt(i):
-        g = ground_truth_humans(samples(i))
+    def gt(s):
+        g = ground_truth_humans(s)
         if g is None:
-            raise _NoGT
+            raise _NoGT("human ids")
         return g
 
-    def pred(i):
-        s = samples(i)
-        h = io.read_human_instances(root, ids[i])
+    def pred(s, image_id):
+        h = io.read_human_instances(root, image_id)
         if h is None:
-            missing.append(ids[i])
             return None
-        _check_size(io._path(root, io.HUMANS, ids[i], ".png"), h.ids.shape, s)
-        masks = h.masks().astype(np.uint8)
+        _check_size(io._path(root, io.HUMANS, image_id, ".png"), h.ids.shape, s)
         return PersonInstances(image_size=h.image_size, boxes=np.zeros((len(h), 4), np.float32),
-                               scores=h.scores.astype(np.float32), parsings=masks)
+                               scores=h.scores.astype(np.float32), parsings=h.masks().astype(np.uint8))
 
-    try:
-        out = _mask_ap(_Lazy(len(ids), pred), _Lazy(len(ids), gt))
-    except _NoGT:
-        res.notes.append(f"{reader.meta.name} {reader.split} has no human ids: human mask AP skipped")
-        return None
-    finally:
-        samples.close()
-    _missing(res, io.HUMANS, len(missing), len(ids), "their ground truth counts as missed")
-    return out
+    return _score(reader, ids, "human mask AP", io.HUMANS, _mask_ap, gt, pred, res, progress,
+                  "their ground truth counts as missed")
 
 
 class _NoGT(Exception):
     """The dataset has no ground truth of the kind a metric needs."""
-
-
-def write_scores_json(scores: InstanceScores, path: str | Path) -> None:
-    from ..io.atomic import write_text_atomic
-
-    write_text_atomic(path, json.dumps(scores.to_dict(), indent=1))

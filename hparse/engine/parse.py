@@ -85,15 +85,15 @@ def write_outputs(out_dir: Path, stem: Path, image: np.ndarray, label: np.ndarra
             "pixels": {meta.classes[c]: int((label == c).sum()) for c in present}}, indent=1))
 
 
-def extra_overlays(parser, images: list[np.ndarray]) -> list[dict]:
-    """Pictures of a model's extra outputs (``Parser.predict_extras``): boundary and structure-point
-    heatmaps, upper hierarchy levels (label PNG + overlay) and the fusion gates' bar chart."""
+def extra_overlays(parser, images: list[np.ndarray], extras: list[dict] | None = None) -> list[dict]:
+    """Pictures of a model's extra outputs (``extras``, by default ``Parser.predict_extras``): boundary and
+    structure-point heatmaps, upper hierarchy levels (label PNG + overlay) and the fusion gates' bar chart."""
     from ..viz import heatmap_overlay
     from ..viz.plots import gates_image
 
     pal = parser.meta.palette()
     out = []
-    for image, ex in zip(images, parser.predict_extras(images)):
+    for image, ex in zip(images, parser.predict_extras(images) if extras is None else extras):
         pics = {}
         if "boundary" in ex:
             pics["boundary"] = heatmap_overlay(image, ex["boundary"])
@@ -115,8 +115,8 @@ def parse_files(parser, inputs: list[str], out_dir: str | Path, batch_size: int 
                 progress: bool = True, extras=None) -> ParseReport:
     """Parse every image in ``inputs`` into ``out_dir``; bad files are reported, not fatal.
 
-    ``extras(parser, images) -> list[dict name -> overlay image]`` adds model-specific
-    overlays (boundaries, structure points, levels...).
+    ``extras(parser, images, extra_outputs) -> list[dict name -> picture]`` renders the model's extra
+    outputs (boundaries, structure points, levels...; taken from the same forward passes) as pictures.
     """
     out_dir = Path(out_dir)
     report = ParseReport()
@@ -141,8 +141,11 @@ def parse_files(parser, inputs: list[str], out_dir: str | Path, batch_size: int 
         if not chunk:
             continue
         try:
-            results = parser.predict(images, return_probs=probs)
-            more = extras(parser, images) if extras else [{}] * len(images)
+            if extras:
+                results, raw = parser.predictor.predict(images, return_probs=probs, with_extras=True)
+                more = extras(parser, images, raw)
+            else:
+                results, more = parser.predict(images, return_probs=probs), [{}] * len(images)
         except Exception as e:  # noqa: BLE001 - one bad batch must not end the run
             for path, _ in chunk:
                 report.failed[str(path)] = f"inference failed: {e}"

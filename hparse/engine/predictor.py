@@ -27,10 +27,13 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, flip_permutation: Sequence[int] | None = None,
                  long_side: int = 512, scales: Sequence[float] = (1.0,), flip: bool = False,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, size_divisor: int = 32, average: str = "logits",
-                 output: str = "parsing", device: str | torch.device = "cpu"):
+                 output: str = "parsing", device: str | torch.device = "cpu", channels_last: bool = False):
         if average not in ("logits", "probs"):
             raise ValueError("average must be 'logits' or 'probs'")
-        self.model = model.eval().to(device)
+        # channels_last: NHWC weights and inputs (about 1.4x faster convolutions on this CPU); converts
+        # ``model`` in place, so it is left off for the trainer's own model
+        self.channels_last = channels_last
+        self.model = model.eval().to(device, memory_format=torch.channels_last if channels_last else None)
         self.device = torch.device(device)
         self.perm = list(flip_permutation) if flip_permutation is not None else None
         self.long_side, self.scales, self.flip = long_side, tuple(scales), flip
@@ -54,20 +57,29 @@ class Predictor:
         H = -(-max(s[0] for s in sizes) // d) * d
         W = -(-max(s[1] for s in sizes) // d) * d
         batch = torch.cat([F.pad(t, (0, W - t.shape[3], 0, H - t.shape[2])) for t in tensors])
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         return batch, sizes
 
+    def _upsampled(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(out.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)[self.output]
-        return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self._upsampled(self.model(x)[self.output], x)
 
     @torch.no_grad()
-    def scores(self, images: list[np.ndarray]) -> list[torch.Tensor]:
-        """Averaged (C, H, W) scores per image at its original size."""
+    def scores(self, images: list[np.ndarray], with_extras: bool = False):
+        """Averaged (C, H, W) scores per image at its original size; with ``with_extras`` also the
+        :meth:`extras` of the unflipped scale-1 pass (reused, not recomputed, when 1 is a scale)."""
         acc: list[torch.Tensor | None] = [None] * len(images)
+        extras = None
         n = 0
         for s in self.scales:
             x, sizes = self._batch(images, s)
-            passes = [self._run(x)]
+            raw = self.model(x)
+            if with_extras and s == 1.0:
+                extras = self._extras(raw, x, images, sizes)
+            passes = [self._upsampled(raw[self.output], x)]
             if self.flip:
                 fl = self._run(x.flip(-1)).flip(-1)
                 passes.append(fl[:, self.perm] if self.perm else fl)
@@ -78,7 +90,10 @@ class Predictor:
                                       align_corners=False)[0]
                     o = o.softmax(0) if self.average == "probs" else o
                     acc[i] = o if acc[i] is None else acc[i] + o
-        return [a / n for a in acc]
+        scores = [a / n for a in acc]
+        if with_extras:
+            return scores, extras if extras is not None else self.extras(images)
+        return scores
 
     @torch.no_grad()
     def extras(self, images: list[np.ndarray]) -> list[dict]:
@@ -86,7 +101,9 @@ class Predictor:
         ``boundary`` HxW probability, ``structure`` (J, H, W) heatmaps, ``level2`` / ``level3``
         HxW labels, ``gates`` (nodes, 3). Only what the model produces is returned."""
         x, sizes = self._batch(images, 1.0)
-        out = self.model(x)
+        return self._extras(self.model(x), x, images, sizes)
+
+    def _extras(self, out: dict, x: torch.Tensor, images: list[np.ndarray], sizes) -> list[dict]:
         res: list[dict] = [{} for _ in images]
         for name in EXTRA_OUTPUTS:
             if name not in out:
@@ -96,7 +113,7 @@ class Predictor:
                 for r, vi in zip(res, v):
                     r[name] = vi.cpu().numpy()
                 continue
-            v = F.interpolate(v, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            v = self._upsampled(v, x)
             for i, (r, im, (h, w)) in enumerate(zip(res, images, sizes)):
                 o = F.interpolate(v[i:i + 1, :, :h, :w], size=im.shape[:2], mode="bilinear", align_corners=False)[0]
                 if name == "edge":
@@ -107,14 +124,17 @@ class Predictor:
                     r[name] = o.clamp(min=0).cpu().numpy()
         return res
 
-    def predict(self, images: list[np.ndarray], return_probs: bool = False):
-        """Label maps (uint8, original size), and probabilities (C, H, W float32) on request."""
+    def predict(self, images: list[np.ndarray], return_probs: bool = False, with_extras: bool = False):
+        """Label maps (uint8, original size), and probabilities (C, H, W float32) on request; with
+        ``with_extras`` returns ``(results, extras)`` from the same passes (see :meth:`extras`)."""
         out = []
-        for s in self.scores(images):
+        scores = self.scores(images, with_extras)
+        scores, extras = scores if with_extras else (scores, None)
+        for s in scores:
             label = s.argmax(0).to(torch.uint8).cpu().numpy()
             if return_probs:
                 probs = s if self.average == "probs" else s.softmax(0)
                 out.append((label, probs.float().cpu().numpy()))
             else:
                 out.append(label)
-        return out
+        return (out, extras) if with_extras else out

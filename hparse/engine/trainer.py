@@ -95,13 +95,13 @@ def build_optimizer(model, cfg: dict) -> torch.optim.Optimizer:
     raise ConfigError(f"train.optimizer: unknown {kind!r} (sgd, adam, adamw)")
 
 
-def make_predictor(model, meta, cfg: dict, device, tta: bool = False) -> Predictor:
+def make_predictor(model, meta, cfg: dict, device, tta: bool = False, channels_last: bool = False) -> Predictor:
     ev, data = cfg.get("eval", {}), cfg.get("data", {})
     scales = ev.get("tta_scales", [0.75, 1.0, 1.25]) if tta else ev.get("scales", [1.0])
     return Predictor(model, meta.flip_permutation(), long_side=int(ev.get("long_side", 512)),
                      scales=scales, flip=tta or bool(ev.get("flip", False)),
                      mean=data.get("mean", (0.485, 0.456, 0.406)), std=data.get("std", (0.229, 0.224, 0.225)),
-                     average=ev.get("average", "logits"), device=device)
+                     average=ev.get("average", "logits"), device=device, channels_last=channels_last)
 
 
 class Trainer:
@@ -223,10 +223,12 @@ class Trainer:
                 if self._stop or self._reached_max():
                     break
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                if self.epoch % self.val_every == 0 or self.epoch == self.epochs:
+                validating = self.epoch % self.val_every == 0 or self.epoch == self.epochs
+                if validating:
                     self.validate(writer)
                 self.save("last.pt")
-                self._plot_curves()
+                if validating:
+                    self._plot_curves()  # after save: it flushes the adversarial log the plot reads
         finally:
             for s, h in old.items():
                 signal.signal(s, h)

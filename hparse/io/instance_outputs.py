@@ -203,30 +203,35 @@ def present_folders(root) -> list[str]:
     return [f for f in FOLDERS if (Path(root) / f).is_dir()]
 
 
-def read_part_instances(root, image_id: str, folder: str = PARTS) -> PartInstances | None:
-    """``<folder>/<id>.png`` + ``.txt`` ("class_id score" on line k) -> PartInstances (None if absent)."""
+def _read_indexed(root, folder: str, image_id: str, widths: tuple[int, ...]):
+    """An indexed ``<folder>/<id>.png`` + its ``.txt`` rows -> ``(ids, rows)``, None when both are absent."""
     png, txt = _path(root, folder, image_id, ".png"), _path(root, folder, image_id, ".txt")
     if not png.is_file() and not txt.is_file():
         return None
     if not png.is_file() or not txt.is_file():
         raise DataError(f"{png if not png.is_file() else txt}: missing (the .png and .txt come in pairs)")
     ids = read_label(png)
-    rows = _numbers(txt, (2,))
+    rows = _numbers(txt, widths)
     _check_ids(png, ids, len(rows))
+    return ids, rows
+
+
+def read_part_instances(root, image_id: str, folder: str = PARTS) -> PartInstances | None:
+    """``<folder>/<id>.png`` + ``.txt`` ("class_id score" on line k) -> PartInstances (None if absent)."""
+    got = _read_indexed(root, folder, image_id, (2,))
+    if got is None:
+        return None
+    ids, rows = got
     return PartInstances(ids=ids, classes=np.array([int(r[0]) for r in rows], np.int64),
                          scores=np.array([r[1] for r in rows], np.float64))
 
 
 def read_human_instances(root, image_id: str) -> PartInstances | None:
     """``instance_segmentation/<id>.png`` + ``.txt`` (line k: "score", or "class score" / "class, score")."""
-    png, txt = _path(root, HUMANS, image_id, ".png"), _path(root, HUMANS, image_id, ".txt")
-    if not png.is_file() and not txt.is_file():
+    got = _read_indexed(root, HUMANS, image_id, (1, 2))
+    if got is None:
         return None
-    if not png.is_file() or not txt.is_file():
-        raise DataError(f"{png if not png.is_file() else txt}: missing (the .png and .txt come in pairs)")
-    ids = read_label(png)
-    rows = _numbers(txt, (1, 2))
-    _check_ids(png, ids, len(rows))
+    ids, rows = got
     return PartInstances(ids=ids, classes=np.ones(len(rows), np.int64),
                          scores=np.array([r[-1] for r in rows], np.float64))
 
