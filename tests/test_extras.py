@@ -11,7 +11,7 @@ from hparse import config as C
 from hparse.api import Parser
 from hparse.cli import app
 from hparse.data.meta import get_meta
-from hparse.engine.evaluate import evaluate_predictor, level_evaluation
+from hparse.engine.evaluate import LowResMeter, PairIPRMeter, evaluate_predictor, level_evaluation
 from hparse.engine.parse import extra_overlays, parse_files
 from hparse.models import build_model
 from hparse.models.cnif import level_label_maps
@@ -149,3 +149,55 @@ def test_extras_from_the_prediction_pass_equal_a_separate_pass():
         assert a.keys() == b.keys()
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_low_res_and_ipr_meters_follow_their_definitions():
+    """MMAN's Table 4 metrics: 1/16 nearest thumbnails of prediction and GT; IPR of pred and GT."""
+    class Fixed:
+        def __init__(self, preds):
+            self.preds = iter(preds)
+
+        def predict(self, ims):
+            return [next(self.preds) for _ in ims]
+
+    reader = TinyReader()
+    rng = np.random.default_rng(3)
+    preds = [rng.integers(0, 3, s["label"].shape).astype(np.uint8) for s in reader.samples]
+    low, ipr = LowResMeter(META.num_classes, 255), PairIPRMeter(255)
+    evaluate_predictor(Fixed(preds), reader, progress=False, meters=[low, ipr])
+    ref = np.zeros((META.num_classes,) * 2, np.int64)
+    count = total = 0
+    for p, s in zip(preds, reader.samples):
+        h, w = p.shape[0] // 16, p.shape[1] // 16
+        rows = [int((i + 0.5) * p.shape[0] / h) for i in range(h)]
+        cols = [int((j + 0.5) * p.shape[1] / w) for j in range(w)]
+        for r in rows:
+            for c in cols:
+                if s["label"][r, c] != 255:
+                    ref[s["label"][r, c], p[r, c]] += 1
+        for r in range(p.shape[0]):          # isolated: no 8-neighbour with the same label
+            for c in range(p.shape[1]):
+                nb = p[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2]
+                count += int((nb == p[r, c]).sum() == 1)
+                total += 1
+    assert (low.cm.matrix == ref).all() and low.cm.matrix.sum() > 0
+    assert ipr.pred.count == count and ipr.pred.total == total and 0 < count < total
+    assert ipr.gt.total == sum(int((s["label"] != 255).sum()) for s in reader.samples)
+
+
+def test_eval_cli_reports_low_res_miou_and_ipr(tmp_path):
+    from tests.test_engine import make_folder_dataset
+
+    root = make_folder_dataset(tmp_path / "data", n=4, size=(64, 48))
+    js = tmp_path / "scores.json"
+    res = CliRunner().invoke(app, ["eval", "ce2p_light_ccp", "default", "--low-res", "--ipr", "--json", str(js),
+                                   "--plot", str(tmp_path / "cm.png"), "data.layout=folder",
+                                   f"data.root={root}", "data.label_set=ccp15"])
+    assert res.exit_code == 0, res.output
+    assert "low-resolution (1/16) mIoU" in res.output and "isolated pixel rate" in res.output
+    import json
+
+    low = json.loads((tmp_path / "scores_lowres.json").read_text())
+    ipr = json.loads((tmp_path / "scores_ipr.json").read_text())
+    assert 0 <= low["miou"] <= 1 and ipr["pred"]["total"] == 2 * 64 * 48   # val = first 2 images
+    assert ipr["gt"]["count"] == 0                                           # blocky GT has no speckles

@@ -62,14 +62,19 @@ def register(app: typer.Typer) -> None:
               plot: Path = typer.Option(None, help="confusion-matrix PNG (default beside the checkpoint)"),
               convert: str = typer.Option(None, help="map predictions through a label converter, e.g. lip:ppss"),
               levels: bool = typer.Option(False, help="hierarchical models (CNIF): also score levels 2 and 3"),
+              low_res: bool = typer.Option(False, help="also mIoU with prediction and ground truth at 1/16 "
+                                                       "(MMAN's low-resolution mIoU)"),
+              ipr: bool = typer.Option(False, help="also the isolated pixel rate (MMAN Table 4; defined in the README)"),
               device: str = typer.Option(None)):
         """Score a checkpoint on a dataset split at the original resolution."""
         from .. import config as C
         from ..api import load
         from ..data.convert import get_converter
         from ..data.readers import build_reader
-        from ..engine.evaluate import evaluate_predictor, level_evaluation
+        from ..engine.evaluate import LowResMeter, PairIPRMeter, evaluate_predictor, level_evaluation
         from ..engine.trainer import make_predictor
+        from ..io.atomic import write_text_atomic
+        from ..metrics.semantic import semantic_scores
         from ..viz.plots import confusion_matrix_plot
 
         _setup_logging()
@@ -89,13 +94,29 @@ def register(app: typer.Typer) -> None:
             pred = make_predictor(parser.model, parser.meta, {**parser.config, "eval": cfg.get("eval", {})},
                                   parser.device, tta=tta, channels_last=parser.predictor.channels_last)
             convention = cfg.get("eval", {}).get("convention", "ce2p")
-            cm, scores = evaluate_predictor(pred, reader, convention, label_map=lut)
+            meta = reader.meta
+            low = LowResMeter(meta.num_classes, meta.ignore_index) if low_res else None
+            iprm = PairIPRMeter(meta.ignore_index) if ipr else None
+            cm, scores = evaluate_predictor(pred, reader, convention, label_map=lut,
+                                            meters=[m for m in (low, iprm) if m])
             level_scores = level_evaluation(pred, reader, convention) if levels else {}
         except (HParseError, KeyError, ValueError) as e:
             _fail(e)
         typer.echo(f"{reader.meta.name} {reader.split}: {len(reader)} images, "
                    f"{'multi-scale + flip' if tta else 'single scale'}")
         _report(scores, json_out)
+        if low:
+            low_scores = semantic_scores(low.cm.matrix, convention=convention, class_names=reader.meta.classes)
+            typer.echo(f"\nlow-resolution (1/{low.factor}) mIoU: {100 * low_scores.miou:.2f}")
+            if json_out:
+                write_text_atomic(json_out.with_name(f"{json_out.stem}_lowres.json"),
+                                  json.dumps(low_scores.to_dict(), indent=1))
+        if iprm:
+            typer.echo(f"isolated pixel rate (IPR, 8-neighbour, k=1): {100 * iprm.pred.value:.3f} % "
+                       f"(ground truth: {100 * iprm.gt.value:.3f} %)")
+            if json_out:
+                write_text_atomic(json_out.with_name(f"{json_out.stem}_ipr.json"),
+                                  json.dumps({"pred": iprm.pred.to_dict(), "gt": iprm.gt.to_dict()}, indent=1))
         for lvl, sc in level_scores.items():
             typer.echo(f"\nlevel {lvl}")
             _report(sc, json_out.with_name(f"{json_out.stem}_level{lvl}.json") if json_out else None)

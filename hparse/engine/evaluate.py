@@ -15,18 +15,43 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..io.image import read_label
-from ..metrics.semantic import ConfusionMatrix, semantic_scores
+from ..metrics.semantic import ConfusionMatrix, IPRMeter, low_resolution, semantic_scores
 
 log = logging.getLogger("hparse.eval")
 
 
+class LowResMeter:
+    """Confusion of label maps nearest-downsampled by ``factor`` (MMAN's low-resolution mIoU: both the
+    prediction and the ground truth at 1/16, :func:`~hparse.metrics.semantic.low_resolution`)."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, factor: int = 16):
+        self.factor, self.cm = factor, ConfusionMatrix(num_classes, ignore_index)
+
+    def update(self, pred, gt) -> None:
+        self.cm.update(low_resolution(pred, self.factor), low_resolution(gt, self.factor))
+
+
+class PairIPRMeter:
+    """Isolated pixel rate of the predictions and, as a floor, of the ground truth (ignore excluded)."""
+
+    def __init__(self, ignore_index: int = 255, k: int = 1):
+        self.pred, self.gt = IPRMeter(k=k), IPRMeter(k=k, ignore=ignore_index)
+
+    def update(self, pred, gt) -> None:
+        self.pred.update(pred)
+        self.gt.update(gt)
+
+
 def evaluate_predictor(predictor, reader, convention: str = "ce2p", batch_size: int = 1,
-                       progress: bool = True, label_map=None, target_map=None, class_names=None):
+                       progress: bool = True, label_map=None, target_map=None, class_names=None,
+                       meters=()):
     """Run ``predictor`` over ``reader`` and score at the original resolution.
 
     ``label_map`` (a 256-entry LUT) maps predictions into the reader's label set first, for
     cross-dataset evaluation; ``target_map`` maps the ground truth instead, scored over
-    ``class_names`` (e.g. a hierarchy level: parts -> upper / lower body).
+    ``class_names`` (e.g. a hierarchy level: parts -> upper / lower body). Every object in
+    ``meters`` (e.g. :class:`LowResMeter`, :class:`PairIPRMeter`) is also fed each
+    ``(prediction, ground truth)`` pair, after the mapping.
     """
     meta = reader.meta
     names = tuple(class_names or meta.classes)
@@ -43,7 +68,10 @@ def evaluate_predictor(predictor, reader, convention: str = "ce2p", batch_size: 
         if samples:
             for s, pred in zip(samples, predictor.predict([s["image"] for s in samples])):
                 gt = target_map[s["label"]] if target_map is not None else s["label"]
-                cm.update(label_map[pred] if label_map is not None else pred, gt)
+                pred = label_map[pred] if label_map is not None else pred
+                cm.update(pred, gt)
+                for m in meters:
+                    m.update(pred, gt)
         bar.update(len(idx[start:start + batch_size]))
     bar.close()
     return cm, semantic_scores(cm.matrix, convention=convention, class_names=names)
