@@ -35,6 +35,19 @@ def test_lovasz_matches_jaccard_on_binary_hard_predictions():
     assert LovaszSoftmax()(logits, target).item() == pytest.approx(1 - (iou0 + iou1) / 2, abs=1e-5)
 
 
+def test_lovasz_at_logit_resolution_scores_the_nearest_label_map():
+    # a 2x2 logit map vs a 4x4 label: resize="target" takes label pixels (1, 1), (1, 3), (3, 1), (3, 3)
+    label = torch.zeros(1, 4, 4, dtype=torch.long)
+    label[0, 1::2, 1::2] = torch.tensor([[0, 1], [1, 1]])
+    small = torch.tensor([[[0, 1], [1, 1]]])
+    logits = F.one_hot(torch.tensor([[[0, 0], [1, 1]]]), 2).permute(0, 3, 1, 2).float() * 100
+    ref = LovaszSoftmax()(logits, small)
+    assert LovaszSoftmax(resize="target")(logits, label).item() == pytest.approx(ref.item(), abs=1e-6)
+    assert ref.item() == pytest.approx(1 - (1 / 2 + 2 / 3) / 2, abs=1e-5)
+    with pytest.raises(ConfigError):
+        LovaszSoftmax(resize="bilinear")
+
+
 def test_balanced_edge_weights():
     target = torch.tensor([[[1, 0, 0, 0]]])
     logits = torch.zeros(1, 2, 1, 4)
