@@ -3,8 +3,9 @@
     python scripts/ablation_table.py runs/mman_light_ccp_baseline runs/mman_light_ccp ...
 
 One row per run folder, in the order given. Columns come from what the evaluation wrote beside
-``eval.json``: mIoU, pixel acc, F1 always; low-resolution mIoU (``--low-res``) and IPR (``--ipr``);
-level 2 / 3 mIoU (``--levels``). The row name is the config name saved in the run's ``config.yaml``.
+``eval.json``: mIoU, pixel acc, F1 always (``-`` where HHP's F1 is undefined); low-resolution mIoU
+(``--low-res``) and IPR in parts per million (``--ipr``); level 2 / 3 mIoU (``--levels``).
+The row name is the config name saved in the run's ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def row(run: Path, stem: str = "eval") -> dict:
     if (low := _read(run / f"{stem}_lowres.json")) is not None:
         out["low-res mIoU (1/16)"] = low["miou"]
     if (ipr := _read(run / f"{stem}_ipr.json")) is not None:
-        out["IPR"] = ipr["pred"]["ipr"]
+        out["IPR (ppm)"] = ipr["pred"]["ipr"]
     for lvl in (2, 3):
         if (lv := _read(run / f"{stem}_level{lvl}.json")) is not None:
             out[f"level {lvl} mIoU"] = lv["miou"]
@@ -42,7 +43,7 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = [f"`{r[c]}`" if c == "config" else ("-" if r.get(c) is None else
-                 f"{100 * r[c]:.3f}" if c == "IPR" else f"{100 * r[c]:.2f}") for c in cols]
+                 f"{1e6 * r[c]:.1f}" if c.startswith("IPR") else f"{100 * r[c]:.2f}") for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
               levels: bool = typer.Option(False, help="hierarchical models (CNIF): also score levels 2 and 3"),
               low_res: bool = typer.Option(False, help="also mIoU with prediction and ground truth at 1/16 "
                                                        "(MMAN's low-resolution mIoU)"),
-              ipr: bool = typer.Option(False, help="also the isolated pixel rate (MMAN Table 4; defined in the README)"),
+              ipr: bool = typer.Option(False, help="also the isolated pixel rate (MMAN Table 4; see README)"),
               device: str = typer.Option(None)):
         """Score a checkpoint on a dataset split at the original resolution."""
         from .. import config as C

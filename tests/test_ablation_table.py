@@ -1,0 +1,39 @@
+"""scripts/ablation_table.py: one markdown row per run from the JSON that `hparse eval --json` writes."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "ablation_table.py"
+spec = importlib.util.spec_from_file_location("ablation_table", SCRIPT)
+table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(table)
+
+
+def _run(root: Path, name: str, **extra) -> Path:
+    run = root / name
+    run.mkdir()
+    (run / "config.yaml").write_text(f"name: {name}\n")
+    (run / "eval.json").write_text(json.dumps({"miou": 0.4123, "pixel_acc": 0.9, "f1": None}))
+    for stem, value in extra.items():
+        (run / f"eval_{stem}.json").write_text(json.dumps(value))
+    return run
+
+
+def test_rows_take_their_columns_from_the_files_present(tmp_path, capsys):
+    a = _run(tmp_path, "mman_a", lowres={"miou": 0.2}, ipr={"pred": {"ipr": 3.1e-5}, "gt": {"ipr": 0.0}})
+    b = _run(tmp_path, "cnif_b", level2={"miou": 0.5}, level3={"miou": 0.75})
+    table.main([str(a), str(b)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == ("| config | mIoU | pixel acc | F1 | low-res mIoU (1/16) | IPR (ppm) | level 2 mIoU "
+                        "| level 3 mIoU |")
+    assert lines[2] == "| `mman_a` | 41.23 | 90.00 | - | 20.00 | 31.0 | - | - |"
+    assert lines[3] == "| `cnif_b` | 41.23 | 90.00 | - | - | - | 50.00 | 75.00 |"
+
+
+def test_missing_evaluation_is_an_error_naming_the_command(tmp_path):
+    (tmp_path / "r").mkdir()
+    with pytest.raises(SystemExit, match="hparse eval"):
+        table.main([str(tmp_path / "r")])
