@@ -287,36 +287,29 @@ def test_count_macs_counts_matmuls():
     assert count_macs(Products(), (b, c, 3, 5), include_matmul=False) == 0
 
 
-def test_count_macs_lcm_gem_attribution():
-    gem = GlobalExpansion(parsing_ch=6, boundary_ch=6, d=4)
-
+def _fed_twice(name: str, module: nn.Module) -> nn.Module:
+    """``module`` (two inputs) under attribute ``name``, fed one tensor as both inputs, for count_macs."""
     class Wrap(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.gem = gem
-
         def forward(self, x):
-            return self.gem(x, x)
+            return getattr(self, name)(x, x)
 
+    wrap = Wrap()
+    wrap.add_module(name, module)
+    return wrap
+
+
+def test_count_macs_lcm_gem_attribution():
+    gem = _fed_twice("gem", GlobalExpansion(parsing_ch=6, boundary_ch=6, d=4))
     hw = 5 * 3
     per: dict[str, int] = {}
-    total = count_macs(Wrap(), (1, 6, 5, 3), per_module=per)
+    total = count_macs(gem, (1, 6, 5, 3), per_module=per)
     convs = hw * (3 * 6 * 4 + (6 + 4) * 6)
     matmul = 2 * hw * hw * 4  # P_e^T E_e and K G
     assert total == convs + matmul and per["gem"] == matmul
-    assert count_macs(Wrap(), (1, 6, 5, 3), include_matmul=False) == convs
-    lcm = LocalCompression(skeleton_ch=6, parsing_ch=6, n=2, gc=False)
-
-    class WrapL(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lcm = lcm
-
-        def forward(self, x):
-            return self.lcm(x, x)
-
+    assert count_macs(gem, (1, 6, 5, 3), include_matmul=False) == convs
+    lcm = _fed_twice("lcm", LocalCompression(skeleton_ch=6, parsing_ch=6, n=2, gc=False))
     per = {}
-    total = count_macs(WrapL(), (1, 6, 5, 3), per_module=per)
+    total = count_macs(lcm, (1, 6, 5, 3), per_module=per)
     assert per["lcm"] == 2 * hw * 6 and total == hw * (6 * 2 + 6 * 6) + 2 * hw * 6
 
 

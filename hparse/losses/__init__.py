@@ -44,6 +44,20 @@ def nearest_label(label: torch.Tensor, size) -> torch.Tensor:
     return label.index_select(-2, rows).index_select(-1, cols)
 
 
+def check_resize(loss: str, resize: str) -> str:
+    if resize not in ("logits", "target"):
+        raise ConfigError(f"{loss}: resize must be 'logits' or 'target', got {resize!r}")
+    return resize
+
+
+def align(logits: torch.Tensor, target: torch.Tensor, resize: str):
+    """Logits and label at one size: the logits upsampled to the label (``"logits"``) or the label
+    nearest-downsampled to the logits (``"target"``, :func:`nearest_label`)."""
+    if resize == "target":
+        target = nearest_label(target, logits.shape[-2:])
+    return resize_to(logits, target.shape[-2:]), target
+
+
 @LOSSES.register("ce")
 class CrossEntropy(nn.Module):
     """Pixel cross-entropy; with ``ohem`` only hard pixels count (CE2P ``OhemCrossEntropy2d``):
@@ -55,16 +69,12 @@ class CrossEntropy(nn.Module):
     def __init__(self, ohem: bool = False, thresh: float = 0.7, min_kept: int = 100_000,
                  class_weight: list[float] | None = None, ignore_index: int = IGNORE, resize: str = "logits"):
         super().__init__()
-        if resize not in ("logits", "target"):
-            raise ConfigError(f"ce: resize must be 'logits' or 'target', got {resize!r}")
         self.ohem, self.thresh, self.min_kept, self.ignore = ohem, thresh, min_kept, ignore_index
-        self.resize = resize
+        self.resize = check_resize("ce", resize)
         self.register_buffer("class_weight", None if class_weight is None else torch.tensor(class_weight))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.resize == "target":
-            target = nearest_label(target, logits.shape[-2:])
-        logits = resize_to(logits, target.shape[-2:])
+        logits, target = align(logits, target, self.resize)
         w = self.class_weight
         if not self.ohem:
             return F.cross_entropy(logits, target, weight=w, ignore_index=self.ignore)
@@ -105,14 +115,11 @@ class LovaszSoftmax(nn.Module):
 
     def __init__(self, classes: str = "present", ignore_index: int = IGNORE, resize: str = "logits"):
         super().__init__()
-        if resize not in ("logits", "target"):
-            raise ConfigError(f"lovasz: resize must be 'logits' or 'target', got {resize!r}")
-        self.classes, self.ignore, self.resize = classes, ignore_index, resize
+        self.classes, self.ignore, self.resize = classes, ignore_index, check_resize("lovasz", resize)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.resize == "target":
-            target = nearest_label(target, logits.shape[-2:])
-        probs = resize_to(logits, target.shape[-2:]).softmax(1)
+        logits, target = align(logits, target, self.resize)
+        probs = logits.softmax(1)
         c = probs.shape[1]
         probs = probs.permute(0, 2, 3, 1).reshape(-1, c)
         target = target.reshape(-1)
