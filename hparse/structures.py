@@ -177,7 +177,7 @@ class PersonInstances:
             raise ValueError(f"score must be 'person' or 'part', got {score!r}")
         if overflow not in ("top", "raise"):
             raise ValueError(f"overflow must be 'top' or 'raise', got {overflow!r}")
-        if score == "part" and self.part_scores is None:
+        if score == "part" and self.part_scores is None and len(self):   # no people: nothing to score
             raise ValueError("score='part' needs part_scores")
         parsings = self.full_parsings()
         h, w = parsings.shape[1:]
@@ -193,7 +193,7 @@ class PersonInstances:
         key = rank[own] * 256 + cls
         uniq, inverse = np.unique(key, return_inverse=True)
         person, classes = desc[uniq // 256], uniq % 256
-        if score == "person":
+        if score == "person" or not len(self):
             inst_scores = scores[person]
         else:
             ps = np.asarray(self.part_scores, np.float64)

@@ -142,6 +142,15 @@ def test_to_part_instances_overflow():
     assert parts.ids[:2, 8:12].all() and not parts.ids[2:, 8:12].any()
 
 
+def test_no_people_give_empty_part_instances_in_both_score_modes():
+    # an image without person boxes (top-down): no part_scores, yet part scoring must not fail
+    empty = PersonInstances(image_size=(3, 5), boxes=np.zeros((0, 4)), scores=np.zeros(0),
+                            parsings=np.zeros((0, 3, 5), np.uint8))
+    for mode in ("person", "part"):
+        parts = empty.to_part_instances(score=mode)
+        assert len(parts) == 0 and parts.ids.shape == (3, 5) and not parts.ids.any()
+
+
 def test_select_and_from_person_labels():
     a = np.zeros((5, 6), np.uint8)
     a[1:3, 2:5] = 3

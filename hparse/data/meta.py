@@ -90,7 +90,7 @@ class DatasetMeta:
     def palette(self, name: str | None = None) -> np.ndarray:
         """(256, 3) uint8 colour table; ``name`` is 'lip' or 'voc' (default: the dataset's)."""
         pal = PALETTES[name or self.palette_name]
-        out = np.array(voc_palette(), dtype=np.uint8)
+        out = np.array(PALETTES["voc"], dtype=np.uint8)
         out[: len(pal)] = np.array(pal, dtype=np.uint8)
         return out
 

@@ -59,11 +59,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..losses import IGNORE, nearest_label
+from ..viz.plots import ADVERSARIAL_LOG
 
 DEFAULT_D_OPTIMIZER = {"optimizer": "adam", "lr": 2e-4, "betas": [0.9, 0.999], "weight_decay": 1e-4,
                        "no_decay_norm_bias": False}
 GAN_LOSSES = ("bce", "lsgan")
-LOG_FILE = "adversarial.jsonl"
 _OPTIONS = {"gan_loss", "weights", "optimizer", "detach_macro", "d_step_prob", "d_temperature"}
 
 
@@ -125,7 +125,6 @@ class AdversarialTraining:
             raise ConfigError(f"train.adversarial: unknown keys {sorted(unknown)}; allowed: {sorted(_OPTIONS)}")
         if not has_discriminators(model):
             raise ConfigError("adversarial training needs a model with discriminators")
-        self.model = model
         self.discs: nn.ModuleDict = model.discriminators
         self.inputs: dict[str, str] = dict(model.adversarial_inputs)
         self.gan_loss = cfg.get("gan_loss", "bce")
@@ -160,11 +159,13 @@ class AdversarialTraining:
         return _uniform(self.seed, int(step)) < self.d_step_prob
 
     def pairs(self, outputs: dict, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        out = {}
+        out, by_key = {}, {}
         for name, key in self.inputs.items():
             if key not in outputs:
                 raise ConfigError(f"discriminator {name} judges output {key!r}, which the model did not return")
-            out[name] = d_pair(outputs[key], batch["label"], batch["image"], self.temperature)
+            if key not in by_key:   # two Ds on one output (Double AN) share its (real, fake) pair
+                by_key[key] = d_pair(outputs[key], batch["label"], batch["image"], self.temperature)
+            out[name] = by_key[key]
         return out
 
     def _loss(self, score: torch.Tensor, real: bool) -> torch.Tensor:
@@ -242,7 +243,7 @@ class AdversarialTraining:
         a resumed run may repeat steps after a crash; readers keep the last record of a step)."""
         if not self.pending:
             return
-        with open(Path(run_dir) / LOG_FILE, "a") as f:
+        with open(Path(run_dir) / ADVERSARIAL_LOG, "a") as f:
             for rec in self.pending:
                 f.write(json.dumps(rec) + "\n")
         self.pending = []

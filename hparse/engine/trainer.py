@@ -70,7 +70,7 @@ def make_lr_lambda(cfg: dict, total: int, iters_per_epoch: int):
 
         def step_factor(s: int) -> float:
             if s < warm:
-                return ratio + (1 - ratio) * s / warm
+                return lr_factor(s, total, warm, ratio)
             return gamma ** sum(s >= m for m in milestones)
         return step_factor
     raise ConfigError(f"train.lr_policy: unknown {policy!r} (poly, step)")
@@ -128,8 +128,7 @@ class Trainer:
             state = load_checkpoint(t["init_from"])["model"]
             self.model.load_state_dict({k: v.float() for k, v in state.items()})
         self.loss = build_loss(cfg.get("loss", [{"type": "ce"}])).to(self.device)
-        self.adversarial_on = has_discriminators(self.model)
-        self.optimizer = build_optimizer(generator_parameters(self.model) if self.adversarial_on else self.model, t)
+        self.optimizer = build_optimizer(generator_parameters(self.model), t)   # all of them without a D
         self.batch_size = int(t.get("batch_size", 8))
         self.accumulate = int(t.get("accumulate", 1))
         self.epochs = int(t.get("epochs", 10))
@@ -144,7 +143,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         # models with discriminators (MMAN) train adversarially: D step, then G (engine/adversarial.py)
         self.adversarial = None
-        if self.adversarial_on:
+        if has_discriminators(self.model):
             if self.accumulate != 1:
                 raise ConfigError("train.accumulate must be 1 for adversarial training (D and G alternate per batch)")
             self.adversarial = AdversarialTraining(self.model, t.get("adversarial"), seed=self.seed,
@@ -239,7 +238,7 @@ class Trainer:
 
     def _plot_curves(self) -> None:
         """Validation curves (and, for adversarial runs, the D/G losses as in MMAN's Fig. 2) as PNGs."""
-        from ..viz.plots import curves_plot, plot_adversarial_curves
+        from ..viz.plots import ADVERSARIAL_LOG, adversarial_curves_plot, curves_plot, read_adversarial_log
 
         try:
             if self.history:
@@ -247,8 +246,9 @@ class Trainer:
                 curves_plot({k: ([h["epoch"] for h in self.history], [100 * h[k] for h in self.history])
                              for k in keys if k in self.history[0]}, self.out / "val_curves.png",
                             title="validation", ylabel="%", xlabel="epoch")
-            if self.adversarial is not None and (self.out / "adversarial.jsonl").is_file():
-                plot_adversarial_curves(self.out, self.out / "adversarial.png")
+            if self.adversarial is not None and (self.out / ADVERSARIAL_LOG).is_file():
+                adversarial_curves_plot(read_adversarial_log(self.out), self.out / "adversarial.png",
+                                        self.adversarial.gan_loss, title=self.out.name)
         except Exception as e:  # noqa: BLE001 - a plot must never end a training run
             log.warning("could not plot curves: %s", e)
 

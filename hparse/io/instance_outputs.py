@@ -31,7 +31,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +48,10 @@ _SPLIT = re.compile(r"[,\s]+")
 
 
 def _palette(meta) -> np.ndarray:
-    from ..data.meta import get_meta, voc_palette
+    from ..data.meta import PALETTES, get_meta
 
     if meta is None:
-        return np.array(voc_palette(), np.uint8)
+        return np.array(PALETTES["voc"], np.uint8)
     return get_meta(meta).palette()
 
 
@@ -172,6 +172,8 @@ def write_instance_outputs(root, image_id: str, persons: PersonInstances, meta=N
     unknown = set(folders) - set(FOLDERS)
     if unknown:
         raise HParseError(f"unknown output folder(s) {sorted(unknown)}; choose from {', '.join(FOLDERS)}")
+    if persons.parsings is None:   # paste RoI maps once, not once per folder
+        persons = replace(persons, parsings=persons.full_parsings(), roi_parsings=None)
     paths: list[Path] = []
     if GLOBAL in folders:
         thresh = score_thresh if semantic_thresh is None else semantic_thresh

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..metrics.semantic import resize_label_nearest
 from ..registry import Registry
 
 LOSSES = Registry("loss")
@@ -31,17 +32,8 @@ def resize_to(logits: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
 
 
-def nearest_label(label: torch.Tensor, size) -> torch.Tensor:
-    """Nearest-neighbour resize of a label map ``(..., H, W)`` to ``size``: output ``(i, j)`` takes input
-    ``(floor((i + .5) H / h), floor((j + .5) W / w))`` -- PIL NEAREST, i.e. ``metrics.semantic.low_resolution``
-    (MMAN's 1/16 label thumbnails)."""
-    h_in, w_in = label.shape[-2:]
-    h, w = int(size[0]), int(size[1])
-    if (h, w) == (h_in, w_in):
-        return label
-    rows = ((torch.arange(h, dtype=torch.float64) + 0.5) * h_in / h).long().to(label.device)
-    cols = ((torch.arange(w, dtype=torch.float64) + 0.5) * w_in / w).long().to(label.device)
-    return label.index_select(-2, rows).index_select(-1, cols)
+# ``nearest_label``: PIL-NEAREST label resize (MMAN's 1/16 label thumbnails), shared with the metrics
+nearest_label = resize_label_nearest
 
 
 def check_resize(loss: str, resize: str) -> str:

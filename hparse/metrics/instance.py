@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hparse.metrics.semantic import _resolve_names
 from hparse.structures import PartInstances, PersonInstances, score_at_least
 
 PARSING_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))       # 0.1, 0.2, ..., 0.9
@@ -88,19 +89,6 @@ def _cat(xs: list, empty_shape: tuple, dtype=np.float64) -> np.ndarray:
 
 def _pct(v: float, digits: int = 2) -> str:
     return "nan" if v is None or math.isnan(v) else f"{100 * v:.{digits}f}"
-
-
-def _names(class_names, num_classes: int) -> tuple[str, ...]:
-    if class_names is None:
-        return tuple(str(i) for i in range(num_classes))
-    if isinstance(class_names, str):
-        from hparse.data.meta import get_meta
-
-        class_names = get_meta(class_names).classes
-    names = tuple(str(n) for n in class_names)
-    if len(names) != num_classes:
-        raise ValueError(f"{len(names)} class names for {num_classes} classes")
-    return names
 
 
 def _floats(a) -> list:
@@ -252,7 +240,7 @@ def part_ap(preds: list[PartInstances | None], gts: list[PartInstances], num_cla
         m = np.nanmean(class_ap, axis=1) if nc else np.full(len(thr), np.nan)
     return PartAPResult(thresholds=thr, class_ap=class_ap, class_recall=class_rec, gt_counts=gt_counts,
                         pred_counts=pred_counts, map=m, ap_vol=float(np.mean(m)), one_to_one=one_to_one,
-                        num_images=num_images, class_names=_names(class_names, num_classes))
+                        num_images=num_images, class_names=_resolve_names(class_names, num_classes))
 
 
 # --------------------------------------------------------------------------- MHP AP^p / PCP

@@ -374,19 +374,14 @@ class IPRMeter:
 # --------------------------------------------------------------------------- low resolution
 
 
-def low_resolution(label, factor: int = 16):
-    """Nearest-neighbour downsample of a label map ``(..., H, W)`` by ``factor``.
-
-    The output is ``(..., H // factor, W // factor)``; output cell ``(i, j)`` takes the input
-    pixel at ``(floor((i + 0.5) * H / h), floor((j + 0.5) * W / w))``, i.e. for H divisible
-    by ``factor`` the centre pixel ``(i * factor + factor // 2)`` of each factor x factor
-    cell. This equals PIL ``resize(..., NEAREST)``, which MMAN uses for its 16x16 label
-    thumbnails (its low-resolution mIoU). Numpy in -> numpy out, torch in -> torch out.
-    """
+def resize_label_nearest(label, size):
+    """Nearest-neighbour resize of a label map ``(..., H, W)`` to ``size`` ``(h, w)``: output cell
+    ``(i, j)`` takes the input pixel at ``(floor((i + 0.5) * H / h), floor((j + 0.5) * W / w))``, as PIL
+    ``resize(..., NEAREST)``. Numpy in -> numpy out, torch in -> torch out."""
     h_in, w_in = label.shape[-2:]
-    h, w = h_in // factor, w_in // factor
-    if h < 1 or w < 1:
-        raise ValueError(f"label of size {h_in}x{w_in} is smaller than factor {factor}")
+    h, w = int(size[0]), int(size[1])
+    if (h, w) == (h_in, w_in):
+        return label
     rows = ((np.arange(h) + 0.5) * h_in / h).astype(np.int64)
     cols = ((np.arange(w) + 0.5) * w_in / w).astype(np.int64)
     if hasattr(label, "detach"):
@@ -396,3 +391,16 @@ def low_resolution(label, factor: int = 16):
         return label.index_select(-2, rows).index_select(-1, cols)
     label = np.asarray(label)
     return label[..., rows, :][..., cols]
+
+
+def low_resolution(label, factor: int = 16):
+    """Nearest-neighbour downsample of a label map ``(..., H, W)`` by ``factor`` to
+    ``(..., H // factor, W // factor)`` (:func:`resize_label_nearest`): for H divisible by ``factor`` the
+    centre pixel ``(i * factor + factor // 2)`` of each factor x factor cell. This equals PIL
+    ``resize(..., NEAREST)``, which MMAN uses for its 16x16 label thumbnails (its low-resolution mIoU).
+    """
+    h_in, w_in = label.shape[-2:]
+    h, w = h_in // factor, w_in // factor
+    if h < 1 or w < 1:
+        raise ValueError(f"label of size {h_in}x{w_in} is smaller than factor {factor}")
+    return resize_label_nearest(label, (h, w))

@@ -168,7 +168,7 @@ def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 512, 512), *
             handles.append(m.register_forward_hook(add(name, _norm_macs)))
 
     stack: list[str] = []
-    if include_matmul:
+    if include_matmul and per_module is not None:   # the module stack only serves the attribution
         def push(name):
             def hook(m, inp):
                 stack.append(name)

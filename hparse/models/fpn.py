@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvBNAct
+from .blocks import ConvBNAct, upsample_like
 
 
 def _level(name: str, prefix: str) -> int:
@@ -85,11 +85,10 @@ class FPN(nn.Module):
     def forward(self, feats: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         names = self.in_levels
         out: dict[str, torch.Tensor] = {}
-        inner = self.lateral[names[-1]](feats[names[-1]])
-        out[f"p{names[-1][1:]}"] = self.output[f"p{names[-1][1:]}"](inner)
-        for c in reversed(names[:-1]):
+        inner = None
+        for c in reversed(names):
             lat = self.lateral[c](feats[c])
-            inner = lat + F.interpolate(inner, size=lat.shape[-2:], mode="nearest")
+            inner = lat if inner is None else lat + upsample_like(inner, lat, mode="nearest")
             out[f"p{c[1:]}"] = self.output[f"p{c[1:]}"](inner)
         top = int(names[-1][1:])
         for name in self.levels[len(names):]:

@@ -325,9 +325,6 @@ class MMAN(nn.Module):
         out["parsing"] = upsample_like(self.head(y), x)
         return out
 
-    def generator_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.named_parameters() if not n.startswith("discriminators.")]
-
     # -- modes and loading ---------------------------------------------------------------------
     def train(self, mode: bool = True):
         super().train(mode)

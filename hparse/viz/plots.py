@@ -70,7 +70,7 @@ def curves_plot(series: dict[str, tuple[list, list]], path: str | Path, title: s
 
 # --------------------------------------------------------------------------- adversarial training (MMAN)
 
-ADVERSARIAL_LOG = "adversarial.jsonl"  # written by hparse.engine.adversarial
+ADVERSARIAL_LOG = "adversarial.jsonl"  # per-step D/G losses, written by hparse.engine.adversarial
 
 
 def read_adversarial_log(run_dir: str | Path) -> list[dict]:
