@@ -142,7 +142,7 @@ class PersonInstances:
         """``(N, H, W)`` bool: the non-background pixels of each person."""
         return self.full_parsings() > 0
 
-    def _paint(self, parsings: np.ndarray, order: np.ndarray):
+    def paint(self, parsings: np.ndarray, order: np.ndarray):
         """Paint persons in ``order`` (last wins) -> (class map, owner map with -1 = nobody)."""
         h, w = parsings.shape[1:]
         sem, owner = np.zeros((h, w), np.uint8), np.full((h, w), -1, np.int64)
@@ -159,7 +159,7 @@ class PersonInstances:
         parsings = self.full_parsings()
         keep = np.flatnonzero(score_at_least(self.scores, score_thresh))
         order = keep[_rank_desc(np.asarray(self.scores)[keep])[::-1]]
-        return self._paint(parsings, order)[0]
+        return self.paint(parsings, order)[0]
 
     def to_part_instances(self, score: str = "person", score_thresh: float = 0.0,
                           max_instances: int = MAX_PART_INSTANCES, overflow: str = "top") -> PartInstances:
@@ -184,7 +184,7 @@ class PersonInstances:
         scores = np.asarray(self.scores, np.float64)
         keep = np.flatnonzero(score_at_least(self.scores, score_thresh))
         desc = keep[_rank_desc(scores[keep])]            # persons, best first
-        _, owner = self._paint(parsings, desc[::-1])
+        _, owner = self.paint(parsings, desc[::-1])
         rank = np.zeros(len(self), np.int64)
         rank[desc] = np.arange(len(desc))
         fg = np.flatnonzero(owner >= 0)

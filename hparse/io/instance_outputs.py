@@ -85,14 +85,10 @@ def human_instances(persons: PersonInstances, score_thresh: float = 0.0,
     score_thresh`` painted in ascending score order (the highest score wins, as in ``to_semantic``),
     ids 1..N by descending score; people without a visible pixel are left out, and beyond
     ``max_people`` the lowest-scoring ones."""
-    h, w = (int(v) for v in persons.image_size)
-    masks = persons.human_masks()
     scores = np.asarray(persons.scores, np.float64)
     keep = np.flatnonzero(scores >= score_thresh)
     asc = keep[np.argsort(scores[keep], kind="stable")]
-    owner = np.full((h, w), -1, np.int64)
-    for k in asc:
-        owner[masks[k]] = k
+    _, owner = persons.paint(persons.full_parsings(), asc)
     area = np.bincount(owner[owner >= 0], minlength=len(persons))
     present = [int(k) for k in asc[::-1] if area[k] > 0][:max_people]
     lut = np.zeros(len(persons) + 1, np.int64)

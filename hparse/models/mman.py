@@ -304,10 +304,7 @@ class MMAN(nn.Module):
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``[x1 (1/2), c2 (1/4), c3 (1/8), c4 (1/16), c5 (1/16)]``."""
         b = self.backbone
-        s = b.relu(b.bn1(b.conv1(x)))
-        if b.deep_stem:
-            s = b.relu(b.bn2(b.conv2(s)))
-            s = b.relu(b.bn3(b.conv3(s)))
+        s = b.stem_features(x)
         c2 = b.layer1(b.maxpool(s))
         c3 = b.layer2(c2)
         c4 = b.layer3(c3)

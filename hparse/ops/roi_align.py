@@ -76,12 +76,12 @@ def _span(idx: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return lo, (hi - lo + 1).clamp(min=1)
 
 
-def _compact(idx: torch.Tensor, w: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _compact(idx: torch.Tensor, w: torch.Tensor, length: torch.Tensor, lo: torch.Tensor,
+             span: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn an axis table into ``(lines (K, n), A (K, out, n))`` with ``result = A @ values[lines]``: either
-    the window of consecutive lines spanned by the nonzero weights (dense sampling) or the samples'
-    neighbours themselves (sparse sampling), whichever is shorter."""
+    the window of consecutive lines spanned by the nonzero weights (``lo``, ``span`` from ``_span``; dense
+    sampling) or the samples' neighbours themselves (sparse sampling), whichever is shorter."""
     k, out, m = idx.shape
-    lo, span = _span(idx, w)
     n = int(span.max())
     if n < out * m:
         lines = torch.minimum(lo[:, None] + torch.arange(n, device=idx.device), (length - 1)[:, None])
@@ -137,13 +137,13 @@ def _roi_align_flat(flat: torch.Tensor, base: torch.Tensor, heights: torch.Tenso
     iy, wy = _axis_table(y1, rh, oh, gy, heights, max(int(gy.max()), 1))  # (K, oh, 2 * max gy)
     ix, wx = _axis_table(x1, rw, ow, gx, widths, max(int(gx.max()), 1))  # (K, ow, 2 * max gx)
     wy, wx = wy.to(flat.dtype), wx.to(flat.dtype)
-    ny = _span(iy, wy)[1].clamp(max=iy.shape[1] * iy.shape[2])
-    nx = _span(ix, wx)[1].clamp(max=ix.shape[1] * ix.shape[2])
-    chunks = sorted_chunks(ny * nx * c, _CHUNK_ELEMENTS)
+    (ly, sy), (lx, sx) = _span(iy, wy), _span(ix, wx)
+    cost = sy.clamp(max=iy.shape[1] * iy.shape[2]) * sx.clamp(max=ix.shape[1] * ix.shape[2]) * c
+    chunks = sorted_chunks(cost, _CHUNK_ELEMENTS)
     plan = []
     for sel in chunks:
-        rows, ay = _compact(iy[sel], wy[sel], heights[sel])  # (n, ny), (n, oh, ny)
-        cols, ax = _compact(ix[sel], wx[sel], widths[sel])  # (n, nx), (n, ow, nx)
+        rows, ay = _compact(iy[sel], wy[sel], heights[sel], ly[sel], sy[sel])  # (n, ny), (n, oh, ny)
+        cols, ax = _compact(ix[sel], wx[sel], widths[sel], lx[sel], sx[sel])  # (n, nx), (n, ow, nx)
         idx = (base[sel, None] + rows * widths[sel, None])[:, :, None] + cols[:, None, :]  # (n, ny, nx)
         plan.append((idx, ay, ax))
     # one gather for all chunks, split (not sliced): the backward of each index_select / slice would be a

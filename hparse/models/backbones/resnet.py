@@ -199,12 +199,16 @@ class ResNet(nn.Module):
                     if getattr(norm, "weight", None) is not None:
                         nn.init.zeros_(norm.weight)
 
-    def stem(self, x: torch.Tensor) -> torch.Tensor:
+    def stem_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem's convolutions, before the max pool (1/2 resolution)."""
         x = self.relu(self.bn1(self.conv1(x)))
         if self.deep_stem:
             x = self.relu(self.bn2(self.conv2(x)))
             x = self.relu(self.bn3(self.conv3(x)))
-        return self.maxpool(x)
+        return x
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.stem_features(x))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.stem(x)
