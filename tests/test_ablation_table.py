@@ -33,6 +33,20 @@ def test_rows_take_their_columns_from_the_files_present(tmp_path, capsys):
     assert lines[3] == "| `cnif_b` | 41.23 | 90.00 | - | - | - | 50.00 | 75.00 |"
 
 
+def test_undefined_hhp_f1_falls_back_to_guarded_precision_and_is_marked(tmp_path, capsys):
+    run = _run(tmp_path, "acenet_c")
+    per_class = {"background": {"precision": 0.9, "recall": 0.8}, "hat": {"precision": None, "recall": 0.0},
+                 "hair": {"precision": 0.6, "recall": 0.4}}
+    (run / "eval.json").write_text(json.dumps({"miou": 0.3, "pixel_acc": 0.8, "f1": None, "per_class": per_class}))
+    defined = _run(tmp_path, "acenet_d")
+    (defined / "eval.json").write_text(json.dumps({"miou": 0.3, "pixel_acc": 0.8, "f1": 0.5, "per_class": per_class}))
+    table.main([str(run), str(defined)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    p, r = 1.5 / 3, 1.2 / 3
+    assert lines[2] == f"| `acenet_c` | 30.00 | 80.00 | {100 * 2 * p * r / (p + r):.2f}* |"
+    assert lines[3] == "| `acenet_d` | 30.00 | 80.00 | 50.00 |"
+
+
 def test_missing_evaluation_is_an_error_naming_the_command(tmp_path):
     (tmp_path / "r").mkdir()
     with pytest.raises(SystemExit, match="hparse eval"):

@@ -130,6 +130,13 @@ def _div(a, b, guard: bool):
         return a / b
 
 
+def f1_from_means(mean_p: float, mean_r: float) -> float:
+    """HHP's F1: the harmonic mean of the class-averaged precision and recall (0 when both are 0)."""
+    if math.isnan(mean_p + mean_r):
+        return math.nan
+    return 2 * mean_p * mean_r / (mean_p + mean_r) if mean_p + mean_r > 0 else 0.0
+
+
 def _nanmean(x: np.ndarray) -> float:
     x = x[~np.isnan(x)]
     return float(x.mean()) if x.size else math.nan
@@ -286,8 +293,7 @@ def semantic_scores(matrix, convention: str = "ce2p", class_names=None,
         mean_p, mean_r = float(rec.mean()), float(_div(tp, res, False).mean())
     else:
         mean_p, mean_r = float(prec.mean()), float(rec.mean())
-    f1 = 2 * mean_p * mean_r / (mean_p + mean_r) if mean_p + mean_r > 0 else (
-        math.nan if math.isnan(mean_p + mean_r) else 0.0)
+    f1 = f1_from_means(mean_p, mean_r)
 
     return SemanticScores(
         convention=convention, atr_quirk=atr_quirk, class_names=_resolve_names(class_names, c),
