@@ -54,12 +54,21 @@ def guarded_f1(scores: dict) -> str | None:
     return f"{100 * f1_from_means(*mean):.2f}*"
 
 
+def _cell(col: str, value) -> str:
+    if value is None:
+        return "-"
+    if col == "config":
+        return f"`{value}`"
+    if isinstance(value, str):          # preformatted (guarded F1)
+        return value
+    return f"{1e6 * value:.1f}" if col.startswith("IPR") else f"{100 * value:.2f}"
+
+
 def markdown(rows: list[dict]) -> str:
     cols = list(dict.fromkeys(k for r in rows for k in r))
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = [f"`{r[c]}`" if c == "config" else ("-" if r.get(c) is None else r[c] if isinstance(r[c], str) else
-                 f"{1e6 * r[c]:.1f}" if c.startswith("IPR") else f"{100 * r[c]:.2f}") for c in cols]
+        cells = [_cell(c, r.get(c)) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

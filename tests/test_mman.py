@@ -16,8 +16,8 @@ from hparse.engine.adversarial import AdversarialTraining, d_pair, generator_par
 from hparse.engine.checkpoint import load_checkpoint
 from hparse.engine.predictor import Predictor
 from hparse.engine.trainer import Trainer
-from hparse.losses import CrossEntropy, nearest_label
-from hparse.metrics.semantic import ConfusionMatrix, IPRMeter, isolated_pixel_rate, low_resolution
+from hparse.losses import CrossEntropy
+from hparse.metrics.semantic import ConfusionMatrix, IPRMeter, isolated_pixel_rate, low_resolution, resize_label_nearest
 from hparse.models import build_model
 from hparse.models.complexity import count_params
 from hparse.models.mman import DISCRIMINATOR_KINDS, VARIANTS, build_discriminator
@@ -381,7 +381,7 @@ def test_light_configs_differ_only_in_discriminators():
 
 def test_ce_on_the_low_resolution_map_uses_nearest_label():
     label = torch.randint(0, 5, (2, 64, 48))
-    assert torch.equal(nearest_label(label, (4, 3)), low_resolution(label, 16))
+    assert torch.equal(resize_label_nearest(label, (4, 3)), low_resolution(label, 16))
     logits = torch.randn(2, 5, 4, 3)
     assert torch.allclose(CrossEntropy(resize="target")(logits, label),
                           F.cross_entropy(logits, low_resolution(label, 16)))

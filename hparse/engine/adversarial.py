@@ -58,7 +58,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..losses import IGNORE, nearest_label
+from ..losses import IGNORE
+from ..metrics.semantic import resize_label_nearest
 from ..viz.plots import ADVERSARIAL_LOG
 
 DEFAULT_D_OPTIMIZER = {"optimizer": "adam", "lr": 2e-4, "betas": [0.9, 0.999], "weight_decay": 1e-4,
@@ -97,7 +98,7 @@ def d_pair(logits: torch.Tensor, label: torch.Tensor, image: torch.Tensor, tempe
     image resized), ignored pixels zeroed in both label parts. ``fake`` keeps the graph to the generator."""
     size = logits.shape[-2:]
     c = logits.shape[1]
-    lab = nearest_label(label, size)
+    lab = resize_label_nearest(label, size)
     valid = (lab != ignore_index) & (lab >= 0) & (lab < c)
     onehot = F.one_hot(torch.where(valid, lab, 0), c).permute(0, 3, 1, 2).float()
     mask = valid.unsqueeze(1).float()

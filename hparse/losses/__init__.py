@@ -32,10 +32,6 @@ def resize_to(logits: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
 
 
-# ``nearest_label``: PIL-NEAREST label resize (MMAN's 1/16 label thumbnails), shared with the metrics
-nearest_label = resize_label_nearest
-
-
 def check_resize(loss: str, resize: str) -> str:
     if resize not in ("logits", "target"):
         raise ConfigError(f"{loss}: resize must be 'logits' or 'target', got {resize!r}")
@@ -44,9 +40,9 @@ def check_resize(loss: str, resize: str) -> str:
 
 def align(logits: torch.Tensor, target: torch.Tensor, resize: str):
     """Logits and label at one size: the logits upsampled to the label (``"logits"``) or the label
-    nearest-downsampled to the logits (``"target"``, :func:`nearest_label`)."""
+    nearest-downsampled to the logits (``"target"``, ``resize_label_nearest``)."""
     if resize == "target":
-        target = nearest_label(target, logits.shape[-2:])
+        target = resize_label_nearest(target, logits.shape[-2:])
     return resize_to(logits, target.shape[-2:]), target
 
 
@@ -56,7 +52,7 @@ class CrossEntropy(nn.Module):
     pixels whose true-class probability is below ``thresh``, at least ``min_kept`` of them.
 
     ``resize``: ``"logits"`` (default) upsamples the logits to the label; ``"target"`` resizes the label to
-    the logits with :func:`nearest_label` (MMAN's low-resolution CE against the 1/16 label map)."""
+    the logits with ``resize_label_nearest`` (MMAN's low-resolution CE against the 1/16 label map)."""
 
     def __init__(self, ohem: bool = False, thresh: float = 0.7, min_kept: int = 100_000,
                  class_weight: list[float] | None = None, ignore_index: int = IGNORE, resize: str = "logits"):
@@ -102,7 +98,7 @@ class LovaszSoftmax(nn.Module):
     all pixels flattened together (``per_image=False``), as in SCHP/AIParsing.
 
     ``resize``: ``"logits"`` (default) upsamples the logits to the label; ``"target"`` scores at the
-    logits' resolution against the :func:`nearest_label` label map (16x fewer pixels to sort for a
+    logits' resolution against the ``resize_label_nearest`` label map (16x fewer pixels to sort for a
     stride-4 head: what makes the loss affordable on a CPU)."""
 
     def __init__(self, classes: str = "present", ignore_index: int = IGNORE, resize: str = "logits"):

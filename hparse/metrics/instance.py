@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hparse.metrics.semantic import _resolve_names
+from hparse.metrics.semantic import resolve_class_names
 from hparse.structures import PartInstances, PersonInstances, score_at_least
 
 PARSING_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))       # 0.1, 0.2, ..., 0.9
@@ -240,7 +240,7 @@ def part_ap(preds: list[PartInstances | None], gts: list[PartInstances], num_cla
         m = np.nanmean(class_ap, axis=1) if nc else np.full(len(thr), np.nan)
     return PartAPResult(thresholds=thr, class_ap=class_ap, class_recall=class_rec, gt_counts=gt_counts,
                         pred_counts=pred_counts, map=m, ap_vol=float(np.mean(m)), one_to_one=one_to_one,
-                        num_images=num_images, class_names=_resolve_names(class_names, num_classes))
+                        num_images=num_images, class_names=resolve_class_names(class_names, num_classes))
 
 
 # --------------------------------------------------------------------------- MHP AP^p / PCP

@@ -223,7 +223,7 @@ class SemanticScores:
         return self.format_table()
 
 
-def _resolve_names(class_names, c: int) -> tuple[str, ...]:
+def resolve_class_names(class_names, c: int) -> tuple[str, ...]:
     if class_names is None:
         return tuple(str(i) for i in range(c))
     if isinstance(class_names, str):  # a registered label set, e.g. "lip"
@@ -296,7 +296,7 @@ def semantic_scores(matrix, convention: str = "ce2p", class_names=None,
     f1 = f1_from_means(mean_p, mean_r)
 
     return SemanticScores(
-        convention=convention, atr_quirk=atr_quirk, class_names=_resolve_names(class_names, c),
+        convention=convention, atr_quirk=atr_quirk, class_names=resolve_class_names(class_names, c),
         class_iou=iou, class_acc=acc, class_precision=prec, class_recall=rec,
         class_f1=_div(2 * tp, pos + res, True), gt_pixels=pos.astype(np.int64),
         pred_pixels=res.astype(np.int64), pixel_acc=pixel_acc, mean_acc=mean_acc, miou=miou,
