@@ -49,7 +49,7 @@ def bench(name: str, size: tuple[int, int] | None, threads: int, runs: int, warm
     import torch
 
     from hparse import config as C
-    from hparse.data.meta import get_meta
+    from hparse.labels import get_meta
     from hparse.models import build_model
     from hparse.models.complexity import count_macs, count_params
 

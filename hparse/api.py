@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.meta import DatasetMeta, get_meta
+from .labels import DatasetMeta, get_meta
 from .engine.checkpoint import load_checkpoint
 from .engine.trainer import make_predictor
 from .errors import HParseError

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hparse import config as C
-from hparse.data.meta import CCP_TO_CCP15, get_meta, list_metas
+from hparse.labels import CCP_TO_CCP15, get_meta, list_metas
 from hparse.data.targets import HierarchyTarget
 from hparse.losses import build_loss
 from hparse.models import build_model

@@ -23,7 +23,7 @@ from hparse.data.compose import (
     part_instances,
     sample_id,
 )
-from hparse.data.meta import CCP_TO_CCP15, get_meta
+from hparse.labels import CCP_TO_CCP15, get_meta
 from hparse.data.readers import build_reader
 from hparse.errors import ConfigError, DataError
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 import hparse
 from hparse import config as C
-from hparse.data.meta import get_meta
+from hparse.labels import get_meta
 from hparse.engine.checkpoint import load_checkpoint
 from hparse.engine.predictor import Predictor
 from hparse.engine.trainer import Trainer

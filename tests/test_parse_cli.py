@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hparse.cli import app
-from hparse.data.meta import get_meta
+from hparse.labels import get_meta
 from hparse.engine.trainer import Trainer
 from hparse.io import image as image_io
 

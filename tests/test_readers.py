@@ -8,7 +8,7 @@ import scipy.io
 from PIL import Image
 
 from hparse.data.convert import get_converter
-from hparse.data.meta import get_meta
+from hparse.labels import get_meta
 from hparse.data.readers import READERS, SplitNotFoundError, build_reader
 from hparse.errors import ConfigError, DataError
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hparse.data.meta import get_meta
+from hparse.labels import get_meta
 from hparse.data.transforms import (
     AffineTest,
     ColorJitter,

@@ -253,7 +253,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from .. import config as C
-        from ..data.meta import get_meta
+        from ..labels import get_meta
         from ..models import build_model
         from ..models.complexity import count_macs, count_params, format_count
 

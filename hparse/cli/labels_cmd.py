@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..data.convert import list_converters
-from ..data.meta import get_meta, list_metas
+from ..labels import get_meta, list_metas
 
 
 def register(app: typer.Typer) -> None:

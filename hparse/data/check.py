@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import DataError
-from .meta import get_meta
+from ..labels import get_meta
 from .readers import READERS, Reader, SplitNotFoundError
 
 

@@ -44,7 +44,7 @@ from tqdm import tqdm
 from ..errors import ConfigError, DataError
 from ..io.atomic import write_text_atomic
 from ..io.image import write_image, write_label_png
-from .meta import DatasetMeta
+from ..labels import DatasetMeta
 from .readers import build_reader
 from .readers.base import Reader, SplitNotFoundError
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .meta import CCP_TO_CCP15, IGNORE_INDEX, get_meta
+from ..labels import CCP_TO_CCP15, IGNORE_INDEX, get_meta
 
 
 @dataclass(frozen=True)

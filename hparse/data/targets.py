@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from .meta import IGNORE_INDEX, DatasetMeta, get_meta
+from ..labels import IGNORE_INDEX, DatasetMeta, get_meta
 from .transforms import TRANSFORMS, Transform
 
 # (marked pixels, compared pixels) of each CE2P direction, as slices of the label map.

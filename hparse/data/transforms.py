@@ -6,7 +6,7 @@ input dict and its ``meta`` are not modified) with every spatial key moved toget
 ``joints`` (the same matrix). :class:`Compose` chains them with one
 ``numpy.random.Generator``, so a seeded generator gives identical outputs.
 
-Label knowledge comes from the :class:`~hparse.data.meta.DatasetMeta`: :class:`HFlip`
+Label knowledge comes from the :class:`~hparse.labels.DatasetMeta`: :class:`HFlip`
 always swaps the left/right classes (``label``, ``person_labels``, the class column of
 ``instances``) and the joints (``x' = W - 1 - x``, rows permuted by
 ``meta.joint_flip_permutation()``).
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..registry import Registry
-from .meta import IGNORE_INDEX, DatasetMeta, get_meta
+from ..labels import IGNORE_INDEX, DatasetMeta, get_meta
 
 TRANSFORMS = Registry("transform")
 

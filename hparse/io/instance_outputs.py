@@ -48,7 +48,7 @@ _SPLIT = re.compile(r"[,\s]+")
 
 
 def _palette(meta) -> np.ndarray:
-    from ..data.meta import PALETTES, get_meta
+    from ..labels import PALETTES, get_meta
 
     if meta is None:
         return np.array(PALETTES["voc"], np.uint8)

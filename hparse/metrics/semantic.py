@@ -227,7 +227,7 @@ def resolve_class_names(class_names, c: int) -> tuple[str, ...]:
     if class_names is None:
         return tuple(str(i) for i in range(c))
     if isinstance(class_names, str):  # a registered label set, e.g. "lip"
-        from hparse.data.meta import get_meta
+        from hparse.labels import get_meta
 
         class_names = get_meta(class_names).classes
     names = tuple(str(n) for n in class_names)

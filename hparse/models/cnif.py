@@ -2,7 +2,7 @@
 
 Paper Sections 3.2-3.4 (Eq. 7-18); reference-notes A.4 (the authors' direct-inference network).
 
-**Hierarchy** (from the label set's :class:`~hparse.data.meta.DatasetMeta`, never re-typed here):
+**Hierarchy** (from the label set's :class:`~hparse.labels.DatasetMeta`, never re-typed here):
 
 - level 1: the ``C`` classes of the label set (0 = background) -- the leaves;
 - level 2: ``meta.level_classes(2)`` = background / upper-body / lower-body;
@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.meta import DatasetMeta, get_meta
+from ..labels import DatasetMeta, get_meta
 from . import MODELS
 from .backbones import build_backbone
 from .blocks import ASPP, SE, ConvBNAct, upsample_like

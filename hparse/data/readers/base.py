@@ -42,7 +42,7 @@ from ...errors import DataError
 from ...io.image import IMAGE_EXTENSIONS, read_image, read_label
 from ...registry import Registry
 from ..convert import get_converter
-from ..meta import DatasetMeta, get_meta
+from ...labels import DatasetMeta, get_meta
 
 READERS = Registry("dataset layout")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ...errors import DataError
 from ..convert import list_converters
-from ..meta import get_meta
+from ...labels import get_meta
 from .base import READERS, Item, Reader, SplitNotFoundError, instance_extra, optional_dir
 
 FOLDERS = {"train": "Training", "val": "Validation", "test": "Testing"}

@@ -13,7 +13,7 @@ from collections import Counter
 
 from ...errors import ConfigError, DataError
 from ...io.image import is_image_file
-from ..meta import get_meta, list_metas
+from ...labels import get_meta, list_metas
 from .base import READERS, Item, Reader, SplitNotFoundError
 
 

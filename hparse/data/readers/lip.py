@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError
-from ..meta import get_meta
+from ...labels import get_meta
 from .base import READERS, Item, Reader
 
 NUM_JOINTS = get_meta("lip").num_joints
