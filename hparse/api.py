@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .labels import DatasetMeta, get_meta
 from .engine.checkpoint import load_checkpoint
 from .engine.trainer import make_predictor
 from .errors import HParseError
 from .io.image import read_image, to_rgb
+from .labels import DatasetMeta, get_meta
 from .models import build_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from hparse import config as C
-from hparse.labels import CCP_TO_CCP15, get_meta, list_metas
 from hparse.data.targets import HierarchyTarget
+from hparse.labels import CCP_TO_CCP15, get_meta, list_metas
 from hparse.losses import build_loss
 from hparse.models import build_model
 from hparse.models.cnif import MODES, SOURCES, Hierarchy, level_label_maps

@@ -23,9 +23,9 @@ from hparse.data.compose import (
     part_instances,
     sample_id,
 )
-from hparse.labels import CCP_TO_CCP15, get_meta
 from hparse.data.readers import build_reader
 from hparse.errors import ConfigError, DataError
+from hparse.labels import CCP_TO_CCP15, get_meta
 
 runner = CliRunner()
 SMALL = ComposeParams(size=(64, 80), min_pixels=8)

@@ -17,11 +17,11 @@ from PIL import Image
 
 import hparse
 from hparse import config as C
-from hparse.labels import get_meta
 from hparse.engine.checkpoint import load_checkpoint
 from hparse.engine.predictor import Predictor
 from hparse.engine.trainer import Trainer
 from hparse.errors import HParseError
+from hparse.labels import get_meta
 
 TINY_MODEL = {"type": "ce2p", "backbone": {"name": "resnet18", "width": 0.125, "output_stride": 16},
               "ppm_ch": 16, "ppm_stage_ch": 8, "edge_ch": 8, "decoder_ch": 16, "fusion_ch": 16, "low_reduce": 8}

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 from hparse import config as C
 from hparse.api import Parser
 from hparse.cli import app
-from hparse.labels import get_meta
 from hparse.engine.evaluate import LowResMeter, PairIPRMeter, evaluate_predictor, level_evaluation
 from hparse.engine.parse import extra_overlays, parse_files
+from hparse.labels import get_meta
 from hparse.models import build_model
 from hparse.models.cnif import level_label_maps
 

@@ -11,9 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hparse.cli import app
-from hparse.labels import get_meta
 from hparse.engine.trainer import Trainer
 from hparse.io import image as image_io
+from hparse.labels import get_meta
 
 from .test_engine import make_folder_dataset, tiny_config
 

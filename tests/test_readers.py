@@ -8,9 +8,9 @@ import scipy.io
 from PIL import Image
 
 from hparse.data.convert import get_converter
-from hparse.labels import get_meta
 from hparse.data.readers import READERS, SplitNotFoundError, build_reader
 from hparse.errors import ConfigError, DataError
+from hparse.labels import get_meta
 
 from .fixtures_layouts import (
     H,

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from hparse.labels import get_meta
 from hparse.data.targets import (
     edge_map,
     gaussian_heatmaps,
@@ -16,6 +15,7 @@ from hparse.data.targets import (
     part_centres,
 )
 from hparse.data.transforms import build_transforms
+from hparse.labels import get_meta
 
 
 def ce2p_generate_edge(label, edge_width=3):

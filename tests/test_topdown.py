@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from hparse.labels import get_meta
 from hparse.engine.evaluate_instances import evaluate_instance_folder
 from hparse.engine.topdown import parse_people, read_box_file, run_topdown
+from hparse.labels import get_meta
 
 META = get_meta("ccp15")
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from hparse.labels import get_meta
 from hparse.data.transforms import (
     AffineTest,
     ColorJitter,
@@ -28,6 +27,7 @@ from hparse.data.transforms import (
 )
 from hparse.errors import ConfigError
 from hparse.io.image import read_label
+from hparse.labels import get_meta
 
 LIP = get_meta("lip")
 PAL = np.random.default_rng(123).integers(0, 256, (256, 3)).astype(np.uint8)

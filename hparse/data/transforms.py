@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..registry import Registry
 from ..labels import IGNORE_INDEX, DatasetMeta, get_meta
+from ..registry import Registry
 
 TRANSFORMS = Registry("transform")
 

@@ -40,9 +40,9 @@ import numpy as np
 
 from ...errors import DataError
 from ...io.image import IMAGE_EXTENSIONS, read_image, read_label
+from ...labels import DatasetMeta, get_meta
 from ...registry import Registry
 from ..convert import get_converter
-from ...labels import DatasetMeta, get_meta
 
 READERS = Registry("dataset layout")
 

@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 
 from ...errors import DataError
-from ..convert import list_converters
 from ...labels import get_meta
+from ..convert import list_converters
 from .base import READERS, Item, Reader, SplitNotFoundError, instance_extra, optional_dir
 
 FOLDERS = {"train": "Training", "val": "Validation", "test": "Testing"}
