@@ -49,16 +49,16 @@ def bench(name: str, size: tuple[int, int] | None, threads: int, runs: int, warm
     import torch
 
     from hparse import config as C
-    from hparse.labels import get_meta
+    from hparse.labels import meta_of_data
     from hparse.models import build_model
     from hparse.models.complexity import count_macs, count_params
 
     torch.set_num_threads(threads)
     cfg = C.load_config(name)
-    meta = get_meta(cfg["data"].get("label_set") or cfg["data"]["layout"])
+    meta = meta_of_data(cfg["data"])
     torch.manual_seed(0)
-    model = build_model(cfg["model"], meta.num_classes).eval()
-    h, w = size or tuple(cfg["data"].get("input_size", (512, 512)))
+    model = build_model(cfg["model"], meta).eval()
+    h, w = size or tuple(cfg["data"]["input_size"])
     macs = count_macs(model, (1, 3, h, w))
     conv_macs = count_macs(model, (1, 3, h, w), include_matmul=False)
     x = torch.randn(1, 3, h, w)
@@ -66,7 +66,7 @@ def bench(name: str, size: tuple[int, int] | None, threads: int, runs: int, warm
     with torch.inference_mode():
         for i in range(warmup + runs):
             t0 = time.perf_counter()
-            model(x)
+            model({"image": x})
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     bb = cfg["model"].get("backbone", {})

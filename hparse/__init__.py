@@ -1,6 +1,12 @@
 """hparse: human parsing in plain PyTorch."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+
+try:
+    __version__ = _dist_version("hparse")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def load(name_or_checkpoint="default", device=None, tta=False):

@@ -8,32 +8,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .engine.checkpoint import load_checkpoint
-from .engine.trainer import make_predictor
-from .errors import HParseError
+from .devices import resolve_device
+from .engine.checkpoint import SHIPPED, model_from_checkpoint, resolve_weights  # noqa: F401 (re-exported)
+from .engine.inference import make_predictor
 from .io.image import read_image, to_rgb
-from .labels import DatasetMeta, get_meta
-from .models import build_model
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED = {"default": WEIGHTS_DIR / "default.pt"}
-
-
-def resolve_weights(name_or_path: str | Path) -> Path:
-    if str(name_or_path) in SHIPPED:
-        path = SHIPPED[str(name_or_path)]
-        if not path.is_file():
-            raise HParseError(f"shipped model {name_or_path!r} is missing from the installation ({path})")
-        return path
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise HParseError(f"{name_or_path!r} is neither a shipped model ({', '.join(SHIPPED)}) nor a "
-                          "checkpoint file")
-    return path
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from .labels import DatasetMeta
 
 
 class Parser:
@@ -42,7 +21,7 @@ class Parser:
     def __init__(self, model: torch.nn.Module, config: dict, meta: DatasetMeta, device: str = "cpu",
                  tta: bool = False):
         self.model, self.config, self.meta, self.device = model, config, meta, device
-        self.predictor = make_predictor(model, meta, config, device, tta=tta, channels_last=str(device) == "cpu")
+        self.predictor = make_predictor(model, config["eval"], device, tta=tta, channels_last=str(device) == "cpu")
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -63,42 +42,35 @@ class Parser:
             raise ValueError(f"expected a uint8 array, got {a.dtype}")
         return a[..., :3]
 
-    def predict(self, images, return_probs: bool = False):
-        """Label map(s) (HxW uint8, input size); with ``return_probs`` also (C, H, W) probabilities.
-
-        A single image gives a single result, a list gives a list.
-        """
+    def _arrays(self, images) -> tuple[list[np.ndarray], bool]:
         single = not isinstance(images, (list, tuple))
-        arrays = [self.as_rgb(im) for im in ([images] if single else images)]
-        out = self.predictor.predict(arrays, return_probs=return_probs)
+        return [self.as_rgb(im) for im in ([images] if single else images)], single
+
+    def predict(self, images, return_probs: bool = False):
+        """Semantic models: label map(s) (HxW uint8, input size); with ``return_probs`` also (C, H, W)
+        probabilities. Instance models: :class:`~hparse.structures.PersonInstances` per image.
+        A single image gives a single result, a list gives a list."""
+        arrays, single = self._arrays(images)
+        if getattr(self.model, "task", "semantic") == "instance":
+            out = self.predictor.predict(arrays)
+        else:
+            out = self.predictor.predict(arrays, return_probs=return_probs)
         return out[0] if single else out
 
     def predict_extras(self, images):
-        """What the model outputs beyond the label map, per image at the input size (one pass, no TTA):
-        ``boundary`` (HxW edge probability, ACENet / CE2P), ``structure`` ((J, H, W) structure-point
-        heatmaps, ACENet), ``level2`` / ``level3`` (HxW labels of the upper hierarchy levels, CNIF;
-        names in ``level_classes``) and ``gates`` ((nodes, 3) fusion gates, CNIF; ``gate_names``).
-        A single image gives a dict, a list a list of dicts."""
-        single = not isinstance(images, (list, tuple))
-        out = self.predictor.extras([self.as_rgb(im) for im in ([images] if single else images)])
+        """What the model outputs beyond the label map, per image at the input size (one pass, no TTA), as the
+        model's ``postprocess`` decodes it, typed: :class:`~hparse.structures.Heatmap` (e.g. a boundary
+        probability, structure-point heatmaps), :class:`~hparse.structures.LabelMap` (e.g. the upper levels of a
+        hierarchical model, with their class names) and :class:`~hparse.structures.ScoreTable` (e.g. fusion
+        gates per node and source); the README lists what each model returns. ``np.asarray(value)`` gives the
+        plain array. A single image gives a dict, a list a list."""
+        arrays, single = self._arrays(images)
+        out = self.predictor.extras(arrays)
         return out[0] if single else out
-
-    @property
-    def level_classes(self) -> dict[int, tuple[str, ...]]:
-        """Class names of each hierarchy level (1 = the parts)."""
-        return {lvl: self.meta.level_classes(lvl) for lvl in (1, 2, 3)} if self.meta.hierarchy else {}
-
-    @property
-    def gate_names(self) -> list[str]:
-        """Node names of the rows of ``gates`` (CNIF); empty for other models."""
-        return list(getattr(self.model, "node_names", []))
 
 
 def load(name_or_checkpoint: str | Path = "default", device: str | None = None, tta: bool = False) -> Parser:
     """Load a shipped model by name or any hparse checkpoint (``best.pt``, ``last.pt``)."""
-    ck = load_checkpoint(resolve_weights(name_or_checkpoint))
-    meta = get_meta(ck["label_set"])
-    model = build_model(ck["config"]["model"], meta.num_classes)
-    model.load_state_dict({k: v.float() for k, v in ck["model"].items()})
-    device = device or default_device()
-    return Parser(model.to(device).eval(), ck["config"], meta, device, tta=tta)
+    device = resolve_device(device)
+    model, cfg, meta = model_from_checkpoint(name_or_checkpoint, device)
+    return Parser(model, cfg, meta, device, tta=tta)

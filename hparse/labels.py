@@ -164,6 +164,11 @@ def get_meta(name: str | DatasetMeta) -> DatasetMeta:
         raise KeyError(f"unknown label set {name!r}; known: {', '.join(sorted(_META))}") from None
 
 
+def meta_of_data(data_cfg: dict) -> DatasetMeta:
+    """The label set of a config's ``data`` section: ``label_set``, else the layout's own."""
+    return get_meta(data_cfg["label_set"] or data_cfg["layout"])
+
+
 def list_metas() -> list[str]:
     return sorted(_META)
 

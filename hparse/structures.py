@@ -83,6 +83,19 @@ class PersonInstances:
             raise ValueError(f"{len(s)} scores for {n} persons")
         return cls(image_size=(int(size[0]), int(size[1])), boxes=boxes, scores=s, parsings=parsings)
 
+    def rescaled(self, valid_size: tuple[int, int], image_size: tuple[int, int]) -> PersonInstances:
+        """From a network input whose top-left ``valid_size`` (h, w) holds the image, to the image's
+        ``image_size`` (H, W): boxes scaled, full-size parsings cropped and resized (nearest)."""
+        (h, w), (H, W) = valid_size, image_size
+        boxes = np.asarray(self.boxes, np.float32) * np.array([W / w, H / h, W / w, H / h], np.float32)
+        parsings = self.parsings
+        if parsings is not None:
+            rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
+            cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
+            parsings = np.ascontiguousarray(parsings[:, rows][:, :, cols])
+        return PersonInstances(image_size=(int(H), int(W)), boxes=boxes, scores=self.scores, parsings=parsings,
+                               roi_parsings=self.roi_parsings, part_scores=self.part_scores, quality=self.quality)
+
     def select(self, mask_or_idx) -> PersonInstances:
         """The persons picked by a boolean mask ``(N,)`` or an index array / list / int (in that order)."""
         idx = np.asarray(mask_or_idx)
@@ -316,3 +329,45 @@ class PartInstances:
         lut[keep + 1] = np.arange(1, len(keep) + 1)
         dtype = np.uint8 if len(keep) <= 255 else np.int32
         return PartInstances(ids=lut[index].astype(dtype), classes=self.classes[keep], scores=self.scores[keep])
+
+
+# -- what a model returns beyond its label map, typed so writers and viewers need no model knowledge -----------
+
+class _ArrayLike:
+    """Numpy interop: ``np.asarray(extra)`` gives the underlying array."""
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self.data)
+        return a if dtype is None else a.astype(dtype)
+
+
+@dataclass
+class LabelMap(_ArrayLike):
+    """An extra label map (e.g. a hierarchy level): ``data`` HxW uint8 ids into ``classes``."""
+
+    data: np.ndarray
+    classes: tuple[str, ...]
+
+
+@dataclass
+class Heatmap(_ArrayLike):
+    """Non-negative maps at image size: ``data`` HxW or (K, H, W) float32 (boundary probability, keypoints)."""
+
+    data: np.ndarray
+
+    def peak(self) -> np.ndarray:
+        """One HxW map in [0, 1]: a single map as it is (a probability), several by their maximum scaled
+        by its own peak."""
+        if self.data.ndim == 2:
+            return np.clip(self.data, 0, 1)
+        m = self.data.max(0)
+        return m / max(float(m.max()), 1e-6)
+
+
+@dataclass
+class ScoreTable(_ArrayLike):
+    """Per-image scores ``data`` (rows, cols), e.g. CNIF's fusion gates per node and source."""
+
+    data: np.ndarray
+    rows: tuple[str, ...]
+    cols: tuple[str, ...]

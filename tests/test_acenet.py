@@ -16,7 +16,7 @@ from torch import nn
 from hparse import config as C
 from hparse.data.dataset import collate
 from hparse.data.targets import heatmap_size, joint_heatmaps
-from hparse.losses import build_loss
+from hparse.labels import DatasetMeta, get_meta
 from hparse.models import build_model
 from hparse.models.acenet import (
     GLOBAL_MODULES,
@@ -35,6 +35,11 @@ TINY = {"type": "acenet", "backbone": {"name": "resnet18", "width": 0.125, "outp
         "lcm_n": 8, "gem_d": 8}
 MAIN_LIGHT = ("acenet_light_ccp_basic", "acenet_light_ccp_lcm", "acenet_light_ccp_gem", "acenet_light_ccp")
 SWITCHES = ("local", "global_module", "lcm_gc", "lcm_n", "gem_d")
+
+
+def classes(n: int) -> DatasetMeta:
+    """A label set of ``n`` classes (the model's class count is its label set's)."""
+    return DatasetMeta(f"test_{n}", ("background", *(f"part{i}" for i in range(1, n))))
 
 
 # --- LCM -------------------------------------------------------------------------------------
@@ -173,9 +178,9 @@ def test_skeleton_shuffle_pinned():
 @pytest.mark.parametrize("global_module", GLOBAL_MODULES)
 def test_every_switch_builds_and_runs(local, global_module):
     torch.manual_seed(0)
-    m = build_model({**TINY, "local": local, "global_module": global_module}, 7)
+    m = build_model({**TINY, "local": local, "global_module": global_module}, classes(7))
     x = torch.randn(2, 3, 64, 48)
-    out = m(x)
+    out = m.network(x)
     assert set(out) == {"parsing", "parsing_aux", "edge", "structure"}
     assert out["parsing"].shape == out["parsing_aux"].shape == (2, 7, 16, 12)
     assert out["edge"].shape == (2, 2, 16, 12) and out["structure"].shape == (2, 6, 16, 12)
@@ -184,31 +189,33 @@ def test_every_switch_builds_and_runs(local, global_module):
     sum(v.float().mean() for v in out.values()).backward()
     m.eval()
     with torch.no_grad():
-        assert m(x)["parsing"].shape == (2, 7, 16, 12)
+        assert m.network(x)["parsing"].shape == (2, 7, 16, 12)
+        res = m({"image": torch.rand(2, 3, 64, 48) * 255})  # the contract: logits + the side outputs as extras
+    assert res.logits.shape == (2, 7, 16, 12) and set(res.extras) == {"edge", "structure"}
 
 
 def test_switch_details_and_errors():
-    m = build_model({**TINY, "local": "lcm", "lcm_gc": False, "lcm_n": 4, "num_points": 16}, 20)
+    m = build_model({**TINY, "local": "lcm", "lcm_gc": False, "lcm_n": 4, "num_points": 16}, classes(20))
     assert isinstance(m.local_module.encode_s, nn.Conv2d) and m.local_module.encode_s.out_channels == 4
     assert m.skeleton.head.out_channels == 16
-    m = build_model({**TINY, "local": "lcm", "lcm_n": 4, "global_module": "gem", "gem_d": 2}, 20)
+    m = build_model({**TINY, "local": "lcm", "lcm_n": 4, "global_module": "gem", "gem_d": 2}, classes(20))
     assert m.local_module.encode_s.a2.out_channels == 4 and m.global_block.d == 2
     plain = build_model({**TINY, "local": "se", "global_module": "spatial_attention", "edge_branch": False,
-                         "skeleton_branch": False}, 5)
-    assert set(plain(torch.randn(2, 3, 32, 32))) == {"parsing", "parsing_aux"}
+                         "skeleton_branch": False}, classes(5))
+    assert set(plain.network(torch.randn(2, 3, 32, 32))) == {"parsing", "parsing_aux"}
     from hparse.errors import ConfigError
     for bad in ({"local": "bogus"}, {"global_module": "bogus"}, {"local": "lcm", "skeleton_branch": False},
                 {"global_module": "gem", "edge_branch": False}, {"global_": "gem"}):
         with pytest.raises((ValueError, ConfigError)):
-            build_model({**TINY, **bad}, 5)
+            build_model({**TINY, **bad}, classes(5))
 
 
 def test_structure_output_matches_heatmap_grid():
     """Model outputs and stride-4 targets share the grid, e.g. 119 x 119 for 473 (and 64 x 44 for 256 x 176)."""
-    m = build_model({**TINY, "num_points": 16, "local": "none", "global_module": "none"}, 20).eval()
+    m = build_model({**TINY, "num_points": 16, "local": "none", "global_module": "none"}, classes(20)).eval()
     for size in ((473, 473), (256, 176), (97, 61)):
         with torch.no_grad():
-            out = m(torch.zeros(1, 3, *size))
+            out = m.network(torch.zeros(1, 3, *size))
         assert tuple(out["structure"].shape[-2:]) == heatmap_size(size, 4) == tuple(out["edge"].shape[-2:])
 
 
@@ -239,13 +246,13 @@ def test_acenet_configs_build():
         else:
             assert cfg["model"]["num_points"] is None and "PartCentreTarget" in steps
             assert (hm["target"], hm["weight_key"]) == ("part_heatmaps", "part_weights")
-        assert steps.index("Normalize") == len(steps) - 1 and steps.index("HFlip") < steps.index("EdgeTarget")
+        assert steps.index("ToTensor") == len(steps) - 1 and steps.index("HFlip") < steps.index("EdgeTarget")
         for t in cfg["data"]["train_transforms"]:
             if t["type"].endswith("Target") and t["type"] != "EdgeTarget":
                 assert t["stride"] == 4
         if "light" in name:
             assert cfg["model"]["backbone"] == {"name": "resnet18", "width": 0.5, "output_stride": 16}
-            build_model(cfg["model"], 15)
+            build_model(cfg["model"], get_meta(cfg["data"]["label_set"]), cfg["loss"])
     r101 = C.load_config("acenet_r101_lip")
     assert r101["train"]["lr"] == 0.007 and r101["train"]["batch_size"] == 40
     assert r101["data"]["input_size"] == [473, 473] and r101["model"]["backbone"]["deep_stem"] is True
@@ -316,10 +323,9 @@ def test_count_macs_lcm_gem_attribution():
 # --- training steps ---------------------------------------------------------------------------
 
 def _light_cfg_on(root, layout, label_set):
-    cfg = C.load_config("acenet_light_ccp")
-    cfg["data"].update(layout=layout, root=str(root), label_set=label_set, val_split=None)
-    cfg["train"].update(batch_size=2, epochs=1, max_steps=1, workers=0, warmup_iters=0)
-    return cfg
+    return C.load_config("acenet_light_ccp", [
+        f"data.layout={layout}", f"data.root={root}", f"data.label_set={label_set}", "data.val_split=null",
+        "train.batch_size=2", "train.epochs=1", "train.max_steps=1", "train.workers=0", "train.warmup_iters=0"])
 
 
 def _one_trainer_step(cfg, tmp_path):
@@ -327,8 +333,7 @@ def _one_trainer_step(cfg, tmp_path):
 
     t = Trainer(cfg, tmp_path / "run", device="cpu", progress=False)
     batch = t._to_device(collate([t.dataset[0], t.dataset[1]]))
-    out = t.model(batch["image"])
-    total, parts = t.loss(out, batch)
+    parts, out = t.model.forward_train(batch)
     assert set(parts) == {"ce_parsing_aux", "ce_parsing", "balanced_edge_ce_edge", "heatmap_mse_structure"}
     assert all(torch.isfinite(v) for v in parts.values())
     assert out["structure"].shape == batch["part_heatmaps"].shape
@@ -336,14 +341,14 @@ def _one_trainer_step(cfg, tmp_path):
     t.train()
     assert t.step == 1 and (tmp_path / "run" / "last.pt").is_file()
     after = t.model.state_dict()
-    for prefix in ("backbone.", "skeleton.head.", "local_module.", "global_block.", "boundary.classifier."):
+    for prefix in ("trunk.backbone.", "skeleton.head.", "local_module.", "global_block.", "boundary.classifier."):
         assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix)), prefix
 
 
 def test_light_training_step_through_trainer(tmp_path):
-    from tests.test_engine import make_folder_dataset
+    from tests.test_cnif import folder_dataset
 
-    root = make_folder_dataset(tmp_path / "data", n=4)
+    root = folder_dataset(tmp_path / "data", n=4)
     _one_trainer_step(_light_cfg_on(root, "folder", "pascal_person_part"), tmp_path)
 
 
@@ -359,18 +364,17 @@ def test_paper_size_training_step_473():
     runs its BN in eval mode here; real runs use batch >= 2."""
     torch.manual_seed(0)
     cfg = C.load_config("acenet_r101_lip")
-    m = build_model(cfg["model"], 20).train()
-    m.context.stages[0].eval()
-    loss = build_loss(cfg["loss"])
+    m = build_model(cfg["model"], get_meta("lip"), cfg["loss"]).train()
+    m.trunk.context.stages[0].eval()
     opt = torch.optim.SGD(m.parameters(), lr=cfg["train"]["lr"], momentum=0.9, weight_decay=5e-4)
-    batch = {"image": torch.randn(1, 3, 473, 473), "label": torch.randint(0, 20, (1, 473, 473)),
+    batch = {"image": torch.rand(1, 3, 473, 473) * 255, "label": torch.randint(0, 20, (1, 473, 473)),
              "edge": torch.randint(0, 2, (1, 473, 473)), "joint_heatmaps": torch.rand(1, 16, 119, 119) ** 8,
              "joint_weights": torch.ones(1, 16)}
     w0 = m.skeleton.head.weight.detach().clone()
     t0 = time.time()
-    out = m(batch["image"])
+    parts, out = m.forward_train(batch)
     assert out["parsing"].shape == (1, 20, 119, 119) and out["structure"].shape == (1, 16, 119, 119)
-    total, parts = loss(out, batch)
+    total = sum(parts.values())
     total.backward()
     opt.step()
     assert torch.isfinite(total) and len(parts) == 4

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from hparse import config as C
 from hparse.data.targets import HierarchyTarget
-from hparse.labels import CCP_TO_CCP15, get_meta, list_metas
+from hparse.errors import ConfigError
+from hparse.labels import CCP_TO_CCP15, DatasetMeta, get_meta, list_metas
 from hparse.losses import build_loss
 from hparse.models import build_model
 from hparse.models.cnif import MODES, SOURCES, Hierarchy, level_label_maps
@@ -33,19 +34,19 @@ TINY = {"backbone": {"name": "resnet18", "width": 0.125, "output_stride": 16}, "
         "feat_ch": 16, "level_ch": 16, "se_reduction": 4, "head_ch": 8, "td_ch": 8, "bu_ch": 8, "fusion_ch": 4}
 
 
-def tiny(mode="full", label_set="pascal_person_part", **kw):
+def tiny(mode="full", label_set="pascal_person_part", loss=None, **kw):
     torch.manual_seed(0)
-    return build_model({"type": "cnif", "label_set": label_set, "mode": mode, **TINY, **kw},
-                       get_meta(label_set).num_classes)
+    return build_model({"type": "cnif", "mode": mode, **TINY, **kw}, get_meta(label_set), loss)
 
 
 def hier_batch(meta, b=2, size=(48, 32), seed=0):
+    """A training batch: images in 0..255 (the model normalises them) and the labels of the three levels."""
     meta = get_meta(meta)
     g = torch.Generator().manual_seed(seed)
     label = torch.randint(0, meta.num_classes, (b, *size), generator=g)
     label[:, :2] = 255
     luts = level_label_maps(meta)
-    return {"image": torch.randn(b, 3, *size, generator=g), "label": label,
+    return {"image": torch.rand(b, 3, *size, generator=g) * 255, "label": label,
             "label_l2": torch.from_numpy(luts[2][1][label.numpy()]).long(),
             "label_l3": torch.from_numpy(luts[3][1][label.numpy()]).long()}
 
@@ -105,7 +106,7 @@ def test_level_label_maps_match_hierarchy_target():
 def test_gates_lie_in_unit_interval_and_vanish_where_no_source(mode):
     m = tiny(mode).eval()
     with torch.no_grad():
-        g = m(torch.randn(2, 3, 64, 48) * 3)["gates"]
+        g = m.network(torch.randn(2, 3, 64, 48) * 3)["gates"]
     n = sum(m.hierarchy.sizes.values())
     assert g.shape == (2, n, 3) and len(m.node_names) == n
     mask = m.gate_mask
@@ -136,7 +137,7 @@ def test_bottom_up_reads_the_max_over_children_and_top_down_the_parent(message):
     bu_in, h1 = _capture_inputs(m.bu)
     td_in, h2 = _capture_inputs(m.td)
     with torch.no_grad():
-        out = m(torch.randn(2, 3, 64, 48))
+        out = m.network(torch.randn(2, 3, 64, 48))
     for h in h1 + h2:
         h.remove()
     hier = m.hierarchy
@@ -173,7 +174,7 @@ def test_leaves_have_no_bottom_up_and_the_root_no_top_down(mode):
         # bottom-up gate of a node reads all its children's features: C * |children|
         assert [fc.in_features for fc in m.gate_bu["l3"].fcs] == [16 * 1, 16 * 2]
         assert (m.fuse["l1"].in_ch, m.fuse["l2"].in_ch, m.fuse["l3"].in_ch) == (2, 3, 2)  # gated sources
-    out = m.eval()(torch.randn(1, 3, 64, 48))
+    out = m.eval().network(torch.randn(1, 3, 64, 48))
     assert "bu_l1" not in out and "td_l3" not in out
 
 
@@ -181,7 +182,7 @@ def test_leaves_have_no_bottom_up_and_the_root_no_top_down(mode):
 def test_per_level_softmax_sums_to_one(mode):
     m = tiny(mode, "lip").eval()
     with torch.no_grad():
-        out = m(torch.randn(1, 3, 64, 48))
+        out = m.network(torch.randn(1, 3, 64, 48))
     for key, n in (("parsing", 20), ("level2", 3), ("level3", 2)):
         assert out[key].shape[1] == n
         torch.testing.assert_close(out[key].softmax(1).sum(1), torch.ones_like(out[key][:, 0]))
@@ -207,7 +208,7 @@ EXPECTED_KEYS = {
 def test_every_mode_builds_with_the_right_outputs(mode, sharing):
     m = tiny(mode, "ccp15", head_sharing=sharing).eval()
     with torch.no_grad():
-        out = m(torch.randn(2, 3, 64, 48))
+        out = m.network(torch.randn(2, 3, 64, 48))
     keys = {"parsing", "level2", "level3"} | EXPECTED_KEYS[mode]
     if mode not in ("backbone", "direct"):
         keys |= EXPECTED_KEYS["direct"]
@@ -245,8 +246,11 @@ def test_node_heads_have_own_weights_only_when_asked():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="num_classes"):
-        build_model({"type": "cnif", "label_set": "lip", **TINY}, 15)
+    # the hierarchy comes from the label set the model is built for: a config's own label_set is refused
+    with pytest.raises(ConfigError, match="label_set"):
+        build_model({"type": "cnif", "label_set": "lip", **TINY}, get_meta("lip"))
+    with pytest.raises(ValueError, match="hierarchy"):
+        build_model({"type": "cnif", **TINY}, DatasetMeta("flat", ("background", "part")))
     with pytest.raises(ValueError, match="mode"):
         tiny("gated")
     with pytest.raises(ValueError, match="head_sharing"):
@@ -263,22 +267,29 @@ def test_hier_ce_sums_cross_entropy_over_sources():
     ref = [F.cross_entropy(F.interpolate(logits[:, i], size=(10, 12), mode="bilinear", align_corners=True),
                            target, ignore_index=255) for i in range(3)]
     loss = build_loss([{"type": "hier_ce", "pred": "s", "target": "t"}])
-    total, parts = loss({"s": logits}, {"t": target})
+    losses = loss({"s": logits}, {"t": target})
+    assert list(losses) == ["hier_ce_s"]
+    total = sum(losses.values())
     assert total.item() == pytest.approx(sum(r.item() for r in ref), rel=1e-5)
     mean = build_loss([{"type": "hier_ce", "pred": "s", "target": "t", "reduction": "mean"}])
-    assert mean({"s": logits}, {"t": target})[0].item() == pytest.approx(total.item() / 3, rel=1e-5)
-    assert loss({"s": logits[:, 1]}, {"t": target})[0].item() == pytest.approx(ref[1].item(), rel=1e-5)
+    assert sum(mean({"s": logits}, {"t": target}).values()).item() == pytest.approx(total.item() / 3, rel=1e-5)
+    assert sum(loss({"s": logits[:, 1]}, {"t": target}).values()).item() == pytest.approx(ref[1].item(), rel=1e-5)
+    weighted = build_loss([{"type": "hier_ce", "pred": "s", "target": "t", "weight": 0.5}])
+    assert weighted({"s": logits}, {"t": target})["hier_ce_s"].item() == pytest.approx(total.item() / 2, rel=1e-5)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_loss_of_eq18_trains_every_head(mode):
-    m = tiny(mode, "ccp15").train()
-    batch = hier_batch("ccp15")
+    levels = (1,) if mode == "backbone" else (1, 2, 3)
     terms = [{"type": "hier_ce", "pred": f"sources_l{lvl}", "target": t}
-             for lvl, t in ((1, "label"), (2, "label_l2"), (3, "label_l3")) if lvl in m.levels]
-    total, parts = build_loss(terms)(m(batch["image"]), batch)
+             for lvl, t in ((1, "label"), (2, "label_l2"), (3, "label_l3")) if lvl in levels]
+    m = tiny(mode, "ccp15", loss=terms).train()
+    assert m.levels == levels
+    batch = hier_batch("ccp15")
+    losses = m(batch)  # the model's training output: its config's named losses
+    total = sum(losses.values())
     total.backward()
-    assert torch.isfinite(total) and len(parts) == len(m.levels)
+    assert torch.isfinite(total) and len(losses) == len(m.levels)
     for name in ("direct", "td", "bu", "fuse", "gate_direct", "gate_td", "gate_bu", "se"):
         params = list(getattr(m, name).parameters()) if hasattr(m, name) else []
         assert all(p.grad is not None for p in params), name
@@ -300,9 +311,9 @@ def test_light_ablation_configs_differ_only_in_the_mode():
                                                            "direct_bu_td", "fixed", "full"]
     ref = cfgs["cnif_light_ccp"]
     assert ref["model"]["backbone"] == {"name": "resnet18", "width": 0.5, "output_stride": 16}
-    assert ref["model"]["label_set"] == ref["data"]["label_set"] == "ccp15"
+    assert ref["data"]["label_set"] == "ccp15" and "label_set" not in ref["model"]  # hierarchy from the data
     types = [t["type"] for t in ref["data"]["train_transforms"]]
-    assert types.index("HierarchyTarget") == types.index("Normalize") - 1
+    assert types.index("HierarchyTarget") == types.index("ToTensor") - 1 == len(types) - 2
     for n, c in cfgs.items():
         for sec in ("data", "train", "eval"):
             assert c[sec] == ref[sec], (n, sec)
@@ -316,39 +327,70 @@ def test_light_configs_build_and_their_loss_runs(name):
     cfg = C.load_config(name)
     meta = get_meta(cfg["data"]["label_set"])
     torch.manual_seed(0)
-    m = build_model(cfg["model"], meta.num_classes).train()
+    m = build_model(cfg["model"], meta, cfg["loss"]).train()
     batch = hier_batch(meta, size=(64, 48))
-    total, parts = build_loss(cfg["loss"])(m(batch["image"]), batch)
-    assert torch.isfinite(total) and len(parts) == len(cfg["loss"])
+    losses = m(batch)
+    assert torch.isfinite(sum(losses.values())) and len(losses) == len(cfg["loss"])
 
 
 @pytest.mark.parametrize("name,label_set,n", [("cnif_r101_lip", "lip", 20), ("cnif_r101_ccp", "ccp15", 15)])
 def test_paper_size_configs(name, label_set, n):
     cfg = C.load_config(name)
-    assert cfg["data"]["label_set"] == cfg["model"]["label_set"] == label_set
+    assert cfg["data"]["label_set"] == label_set and "label_set" not in cfg["model"]
     assert cfg["data"]["input_size"] == [473, 473] and cfg["model"]["mode"] == "full"
     t = cfg["train"]
     assert (t["optimizer"], t["lr"], t["momentum"], t["weight_decay"], t["poly_power"]) == ("sgd", 0.007, 0.9,
                                                                                               0.0005, 0.9)
-    m = build_model(cfg["model"], n)
+    m = build_model(cfg["model"], get_meta(label_set))
+    assert m.num_classes == n and m.hierarchy.sizes[1] == n
     assert m.backbone.deep_stem and m.backbone.strides["c5"] == 16
     assert isinstance(m.low_proj, torch.nn.Identity)  # ASPP (512) + Res-2 (512 channels): a plain sum
 
 
 # --- training ---------------------------------------------------------------------------------------------
 
+def folder_dataset(root, n=8, size=(48, 32), seed=0):
+    """A 'folder' layout dataset of blocky people with pascal_person_part labels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    h, w = size
+    for i in range(n):
+        label = np.zeros((h, w), np.uint8)
+        x0 = int(rng.integers(2, w // 3))
+        label[4:12, x0 + 4:x0 + 10] = 1  # head
+        label[12:28, x0:x0 + 14] = 2  # torso
+        label[28:44, x0 + 1:x0 + 6] = 5
+        label[28:44, x0 + 8:x0 + 13] = 6
+        img = get_meta("pascal_person_part").palette()[label].astype(np.int16)
+        img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / f"{i:03d}.png")
+        Image.fromarray(label).save(root / "labels" / f"{i:03d}.png")
+    (root / "train.txt").write_text("\n".join(f"{i:03d}" for i in range(n)))
+    (root / "val.txt").write_text("\n".join(f"{i:03d}" for i in range(n // 2)))
+    return root
+
+
 def test_light_trainer_step(tmp_path):
     from hparse.engine.trainer import Trainer
-    from tests.test_engine import make_folder_dataset, tiny_config
 
-    root = make_folder_dataset(tmp_path / "data")
-    cfg = tiny_config(root, max_steps=2, epochs=1)
-    cfg["model"] = {"type": "cnif", "label_set": "pascal_person_part", "mode": "full", **TINY}
-    cfg["loss"] = [{"type": "hier_ce", "pred": f"sources_l{lvl}", "target": t}
-                   for lvl, t in ((1, "label"), (2, "label_l2"), (3, "label_l3"))]
-    cfg["data"]["train_transforms"] = [{"type": "RandomAffine", "size": [32, 32], "scale": 0.2, "rotation": 10},
-                                       {"type": "HFlip", "p": 0.5}, {"type": "HierarchyTarget"},
-                                       {"type": "Normalize"}]
+    root = folder_dataset(tmp_path / "data")
+    cfg = C.validate_config({
+        "name": "tiny_cnif",
+        "model": {"type": "cnif", "mode": "full", **TINY},
+        "loss": [{"type": "hier_ce", "pred": f"sources_l{lvl}", "target": t}
+                 for lvl, t in ((1, "label"), (2, "label_l2"), (3, "label_l3"))],
+        "data": {"layout": "folder", "root": str(root), "label_set": "pascal_person_part",
+                 "train_split": "train", "val_split": "val", "input_size": [32, 32],
+                 "train_transforms": [{"type": "RandomAffine", "size": [32, 32], "scale": 0.2, "rotation": 10},
+                                      {"type": "HFlip", "p": 0.5}, {"type": "HierarchyTarget"},
+                                      {"type": "ToTensor"}]},
+        "eval": {"long_side": 48},
+        "train": {"optimizer": "sgd", "lr": 0.05, "batch_size": 2, "epochs": 1, "max_steps": 2, "workers": 0,
+                  "checkpoint_every": 1, "val_every": 1, "seed": 3},
+    })
     torch.set_num_threads(1)
     tr = Trainer(cfg, tmp_path / "run", device="cpu", progress=False)
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
@@ -367,12 +409,13 @@ def test_paper_size_training_step_473():
     a 1x1 map, which PyTorch refuses to train on a single image (the paper used 10 per GPU with synced BN)."""
     cfg = C.load_config("cnif_r101_lip")
     torch.manual_seed(0)
-    m = build_model(cfg["model"], 20).train()
+    m = build_model(cfg["model"], get_meta("lip"), cfg["loss"]).train()
     opt = torch.optim.SGD(m.parameters(), lr=cfg["train"]["lr"], momentum=0.9, weight_decay=5e-4)
     batch = hier_batch("lip", b=2, size=(473, 473))
-    out = m(batch["image"])
+    losses, out = m.forward_train(batch)
     assert out["parsing"].shape == (2, 20, 60, 60) and out["gates"].shape == (2, 25, 3)
-    total, parts = build_loss(cfg["loss"])(out, batch)
+    assert len(losses) == len(cfg["loss"])
+    total = sum(losses.values())
     total.backward()
     w = m.fuse["l1"].net[0][0].weight.detach().clone()
     opt.step()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,10 +19,11 @@ from PIL import Image
 import hparse
 from hparse import config as C
 from hparse.engine.checkpoint import load_checkpoint
-from hparse.engine.predictor import Predictor
+from hparse.engine.inference import Predictor
 from hparse.engine.trainer import Trainer
 from hparse.errors import HParseError
 from hparse.labels import get_meta
+from hparse.models.meta_arch import ParsingModel
 
 TINY_MODEL = {"type": "ce2p", "backbone": {"name": "resnet18", "width": 0.125, "output_stride": 16},
               "ppm_ch": 16, "ppm_stage_ch": 8, "edge_ch": 8, "decoder_ch": 16, "fusion_ch": 16, "low_reduce": 8}
@@ -50,7 +52,8 @@ def make_folder_dataset(root: Path, n: int = 8, size=(48, 32), seed: int = 0) ->
 
 
 def tiny_config(root: Path, **train) -> dict:
-    return {
+    """A loaded (validated, defaults filled) config, as the trainer needs."""
+    return C.validate_config({
         "name": "tiny",
         "model": TINY_MODEL,
         "loss": [{"type": "ce"}, {"type": "ce", "pred": "parsing_aux", "weight": 0.5},
@@ -58,11 +61,11 @@ def tiny_config(root: Path, **train) -> dict:
         "data": {"layout": "folder", "root": str(root), "label_set": "pascal_person_part",
                  "train_split": "train", "val_split": "val", "input_size": [32, 32],
                  "train_transforms": [{"type": "RandomAffine", "size": [32, 32], "scale": 0.2, "rotation": 10},
-                                      {"type": "HFlip", "p": 0.5}, {"type": "EdgeTarget"}, {"type": "Normalize"}]},
+                                      {"type": "HFlip", "p": 0.5}, {"type": "EdgeTarget"}, {"type": "ToTensor"}]},
         "eval": {"long_side": 48},
         "train": {"optimizer": "sgd", "lr": 0.05, "batch_size": 2, "epochs": 2, "workers": 0,
                   "checkpoint_every": 1, "val_every": 1, "seed": 3, **train},
-    }
+    })
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +123,10 @@ def test_killed_training_process_resumes_to_same_weights(tiny_root, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-class SideModel(torch.nn.Module):
+class SideModel(ParsingModel):
     """Class 14 scores high on the image's left half, 15 on the right half (a 'left arm' detector)."""
 
-    def forward(self, x):
+    def network(self, x):
         b, _, h, w = x.shape
         out = torch.zeros(b, 20, h, w)
         left = (torch.arange(w) < w // 2).float()
@@ -136,9 +139,11 @@ class SideModel(torch.nn.Module):
 def test_flip_tta_swaps_left_right_channels():
     img = np.zeros((32, 64, 3), np.uint8)
     meta = get_meta("lip")
-    plain = Predictor(SideModel(), meta.flip_permutation(), long_side=64).predict([img])[0]
-    tta = Predictor(SideModel(), meta.flip_permutation(), long_side=64, flip=True).predict([img])[0]
-    noswap = Predictor(SideModel(), None, long_side=64, flip=True).predict([img])[0]
+    assert meta.flip_permutation()[14:16] == [15, 14]
+    no_pairs = dataclasses.replace(meta, flip_pairs=())  # the same classes, no left/right pairs to swap
+    plain = Predictor(SideModel(meta), long_side=64).predict([img])[0]
+    tta = Predictor(SideModel(meta), long_side=64, flip=True).predict([img])[0]
+    noswap = Predictor(SideModel(no_pairs), long_side=64, flip=True).predict([img])[0]
     assert (plain[:, :32] == 14).all() and (plain[:, 32:] == 15).all()
     assert np.array_equal(tta, plain)  # flipped pass, swapped back: agrees everywhere
     assert not np.array_equal(noswap, plain)  # without the swap left and right get mixed up
@@ -148,10 +153,10 @@ def test_predictor_batch_matches_single_and_sizes():
     torch.manual_seed(0)
     from hparse.models import build_model
 
-    model = build_model(TINY_MODEL, 7).eval()
+    model = build_model(TINY_MODEL, get_meta("pascal_person_part")).eval()
     images = [np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
               for i, (h, w) in enumerate([(50, 30), (31, 47), (64, 64)])]
-    p = Predictor(model, None, long_side=64)
+    p = Predictor(model, long_side=64)
     single = [p.predict([im])[0] for im in images]
     batch = p.predict(images)
     for s, b, im in zip(single, batch, images):
@@ -195,7 +200,7 @@ def test_packaged_configs_build():
         cfg = C.load_config(name)
         assert cfg["model"]["type"] and cfg["data"]["layout"]
         if "light" in name:
-            build_model(cfg["model"], 15)
+            build_model(cfg["model"], get_meta("ccp15"), loss=cfg["loss"])
 
 
 def test_init_from_loads_weights_only(tiny_checkpoint, tiny_root, tmp_path):

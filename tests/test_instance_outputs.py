@@ -13,13 +13,9 @@ from typer.testing import CliRunner
 from hparse.cli import app
 from hparse.data.compose import compose_dataset
 from hparse.data.readers import build_reader
-from hparse.engine.evaluate_instances import (
-    evaluate_instance_folder,
-    ground_truth_instances,
-    is_instance_folder,
-    write_ground_truth_predictions,
-)
+from hparse.engine.evaluate_instances import evaluate_instance_folder, write_ground_truth_predictions
 from hparse.errors import DataError, HParseError
+from hparse.evaluation import ground_truth_instances, is_instance_folder
 from hparse.io import instance_outputs as io
 from hparse.io.image import read_label
 from hparse.structures import PersonInstances

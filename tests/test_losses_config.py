@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from hparse import config as C
+from hparse.config_schema import DataConfig, TrainConfig
 from hparse.errors import ConfigError
 from hparse.losses import BalancedEdgeCE, CrossEntropy, LovaszSoftmax, build_loss
 
@@ -64,12 +65,37 @@ def test_composite_reports_missing_output():
         loss(out, {"label": torch.zeros(1, 2, 2, dtype=torch.long)})
 
 
+def test_composite_returns_named_weighted_terms():
+    logits = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    batch = {"label": torch.randint(0, 3, (2, 4, 4), generator=torch.Generator().manual_seed(1))}
+    ce = F.cross_entropy(logits, batch["label"])
+    losses = build_loss([{"type": "ce"}, {"type": "ce", "name": "half", "weight": 0.5},
+                         {"type": "ce", "pred": "absent", "weight": 0}])({"parsing": logits}, batch)
+    assert list(losses) == ["ce_parsing", "half"]  # a term of weight 0 is skipped (its output not needed)
+    assert losses["ce_parsing"].item() == pytest.approx(ce.item())
+    assert losses["half"].item() == pytest.approx(0.5 * ce.item())
+    assert sum(losses.values()).item() == pytest.approx(1.5 * ce.item())
+
+
+def test_composite_never_drops_a_term_of_the_same_name():
+    logits = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    batch = {"label": torch.randint(0, 3, (2, 4, 4), generator=torch.Generator().manual_seed(1))}
+    ce = F.cross_entropy(logits, batch["label"])
+    terms = [{"type": "ce"}, {"type": "ce", "weight": 2.0}]  # e.g. a plain and a re-weighted CE on one output
+    with pytest.raises(ConfigError, match="two terms are named 'ce_parsing'"):
+        build_loss(terms)
+    loss = build_loss([terms[0], {**terms[1], "name": "ce_twice"}])
+    assert sum(loss({"parsing": logits}, batch).values()).item() == pytest.approx(3 * ce.item())
+
+
 def test_config_base_merge_and_overrides(tmp_path):
     (tmp_path / "base.yaml").write_text("model: {type: ce2p, backbone: {name: resnet18}}\ntrain: {lr: 0.1}\n")
     (tmp_path / "x.yaml").write_text("_base_: base.yaml\ntrain: {epochs: 3}\n")
     cfg = C.load_config(tmp_path / "x.yaml", ["train.lr=0.5", "model.backbone.name=mobilenetv2",
                                               "data.input_size=[64,32]"])
-    assert cfg["train"] == {"lr": 0.5, "epochs": 3}
+    # the base's lr overridden, the file's epochs, every other train key its default
+    assert cfg["train"] == {**TrainConfig().model_dump(), "lr": 0.5, "epochs": 3}
+    assert cfg["data"] == {**DataConfig().model_dump(), "input_size": [64, 32]}
     assert cfg["model"]["backbone"]["name"] == "mobilenetv2" and cfg["model"]["type"] == "ce2p"
     assert cfg["data"]["input_size"] == [64, 32] and cfg["name"] == "x"
 

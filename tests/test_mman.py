@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,13 +15,17 @@ import torch
 import torch.nn.functional as F
 
 from hparse import config as C
-from hparse.engine.adversarial import AdversarialTraining, d_pair, generator_parameters
 from hparse.engine.checkpoint import load_checkpoint
-from hparse.engine.predictor import Predictor
+from hparse.engine.hooks import AdversarialHook
+from hparse.engine.inference import Predictor
+from hparse.engine.optim import build_optimizer, make_lr_lambda
 from hparse.engine.trainer import Trainer
+from hparse.errors import ConfigError
+from hparse.labels import get_meta
 from hparse.losses import CrossEntropy
 from hparse.metrics.semantic import ConfusionMatrix, IPRMeter, isolated_pixel_rate, low_resolution, resize_label_nearest
 from hparse.models import build_model
+from hparse.models.adversarial import AdversarialCritic, d_pair
 from hparse.models.complexity import count_params
 from hparse.models.mman import DISCRIMINATOR_KINDS, VARIANTS, build_discriminator
 
@@ -26,11 +33,25 @@ from .test_engine import make_folder_dataset
 
 TINY = {"type": "mman", "backbone": {"name": "resnet18", "width": 0.125, "output_stride": 16},
         "decoder_channels": [16, 8, 8, 8], "skip_channels": [8, 8, 8, 8], "ndf": 4}
+META7 = get_meta("pascal_person_part")  # 7 classes
 
 
-def tiny(variant: str = "mman", num_classes: int = 7, **kw):
+def tiny(variant: str = "mman", meta=META7, **kw):
     torch.manual_seed(0)
-    return build_model({**TINY, "variant": variant, **kw}, num_classes)
+    return build_model({**TINY, "variant": variant, **kw}, meta)
+
+
+def adversarial_cfg(**options) -> dict:
+    """A validated ``train.adversarial`` section (defaults filled)."""
+    return C.validate_config({"train": {"adversarial": options}})["train"]["adversarial"]
+
+
+def hook_for(m, seed: int = 0, accumulate: int = 1, **options):
+    """The trainer's adversarial hook for ``m``'s critic, on a stand-in trainer with what the hook reads."""
+    trainer = SimpleNamespace(model=m, accumulate=accumulate, device=torch.device("cpu"), seed=seed,
+                              out=Path("unused"), step=0, epoch=0, amp=False, lr_lambda=lambda step: 1.0,
+                              scaler=torch.amp.GradScaler("cuda", enabled=False))
+    return AdversarialHook(m.training_companion(), adversarial_cfg(**options), trainer), trainer
 
 
 def _input_grad(d, x: torch.Tensor, unit=None) -> torch.Tensor:
@@ -47,38 +68,60 @@ def _input_grad(d, x: torch.Tensor, unit=None) -> torch.Tensor:
 def test_generator_outputs_at_one_sixteenth_and_full_resolution():
     m = tiny("multiple_an").eval()
     with torch.no_grad():
-        out = m(torch.randn(1, 3, 256, 256))
+        out = m.network(torch.randn(1, 3, 256, 256))
         assert set(out) == {"parsing", "parsing_low", "parsing_mid"}  # generator outputs only
         assert out["parsing_low"].shape == (1, 7, 16, 16)
         assert out["parsing_mid"].shape == (1, 7, 64, 64)
         assert out["parsing"].shape == (1, 7, 256, 256)
-        out = m(torch.randn(2, 3, 256, 176))  # the light configs' crops
+        out = m.network(torch.randn(2, 3, 256, 176))  # the light configs' crops
         assert out["parsing_low"].shape == (2, 7, 16, 11) and out["parsing"].shape == (2, 7, 256, 176)
-        assert m(torch.randn(1, 3, 250, 170))["parsing"].shape == (1, 7, 250, 170)  # any size
-    assert set(tiny("baseline")(torch.randn(1, 3, 64, 64))) == {"parsing", "parsing_low"}
+        assert m.network(torch.randn(1, 3, 250, 170))["parsing"].shape == (1, 7, 250, 170)  # any size
+        res = m({"image": 255 * torch.rand(1, 3, 64, 48)})  # the contract: the parsing logits only
+        assert res.logits.shape == (1, 7, 64, 48) and not res.extras
+    assert set(tiny("baseline").network(torch.randn(1, 3, 64, 64))) == {"parsing", "parsing_low"}
 
 
 def test_variants_and_predictor_use_the_generator_only():
     for variant, names in VARIANTS.items():
-        m = tiny(variant)
-        assert tuple(m.discriminators) == names
-        assert m.adversarial_inputs == {n: DISCRIMINATOR_KINDS[n][0] for n in names}
+        critic = tiny(variant).training_companion()
+        if not names:
+            assert critic is None  # the baseline trains plainly
+            continue
+        assert isinstance(critic, AdversarialCritic)
+        assert tuple(critic.discriminators) == names
+        assert critic.inputs == {n: DISCRIMINATOR_KINDS[n][0] for n in names}
     m = tiny("mman")
-    assert {id(p) for p in generator_parameters(m)}.isdisjoint({id(p) for p in m.discriminators.parameters()})
+    critic = m.training_companion()
+    assert critic is m.training_companion()  # one critic per model, trained across steps
+    critic_tensors = {id(p) for p in critic.parameters()} | {id(b) for b in critic.buffers()}
+    assert critic_tensors and critic_tensors.isdisjoint({id(p) for p in m.parameters()})
+    assert critic_tensors.isdisjoint({id(v) for v in m.state_dict(keep_vars=True).values()})
+    assert not any("discriminators" in k for k in m.state_dict())
+    assert not any(k.startswith("critic") for k in m.state_dict())
     img = np.random.default_rng(0).integers(0, 255, (50, 40, 3), dtype=np.uint8)
-    label = Predictor(m, None, long_side=64).predict([img])[0]
+    label = Predictor(m, long_side=64).predict([img])[0]
     assert label.shape == (50, 40)
 
 
 def test_generator_only_state_loads_and_keeps_discriminators():
     gen_state = {k: v for k, v in tiny("baseline").state_dict().items()}
     m = tiny("mman")
-    before = {k: v.clone() for k, v in m.discriminators.state_dict().items()}
+    critic = m.training_companion()
+    before = {k: v.clone() for k, v in critic.state_dict().items()}
     m.load_state_dict(gen_state)  # e.g. a warm start from the baseline
-    assert all(torch.equal(v, m.discriminators.state_dict()[k]) for k, v in before.items())
+    assert all(torch.equal(v, critic.state_dict()[k]) for k, v in before.items())
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in gen_state.items())
+    # a checkpoint of the versions that kept D inside the model: its discriminator weights are dropped
+    other = tiny("mman").training_companion()
+    for p in other.parameters():
+        p.data.add_(1.0)
+    legacy = {**gen_state, **{f"discriminators.{k}": v for k, v in other.discriminators.state_dict().items()}}
+    m.load_state_dict(legacy)
+    assert all(torch.equal(v, critic.state_dict()[k]) for k, v in before.items())
     bad = dict(gen_state)
-    bad.pop(next(iter(bad)))
-    with pytest.raises(RuntimeError, match="missing"):
+    dropped = next(iter(bad))
+    bad.pop(dropped)
+    with pytest.raises(RuntimeError, match=rf"(?i)missing.*{re.escape(dropped)}"):  # the generator loads strictly
         m.load_state_dict(bad)
 
 
@@ -140,10 +183,16 @@ def test_discriminator_parameters_vs_paper_table5(capsys):
 
 
 def _batch(b=2, h=64, w=64, c=7, seed=0):
+    """A training batch: images float 0..255 (the model normalises them), labels with an ignored band."""
     g = torch.Generator().manual_seed(seed)
     label = torch.randint(0, c, (b, h, w), generator=g)
     label[:, :3] = 255
-    return {"image": torch.randn(b, 3, h, w, generator=g), "label": label}
+    return {"image": 255 * torch.rand(b, 3, h, w, generator=g), "label": label}
+
+
+def _outputs(m, batch) -> dict:
+    """The generator's raw outputs on a batch (what the trainer hands the hooks)."""
+    return m.network(m.normalize(batch["image"]))
 
 
 def test_d_inputs_one_hot_real_softmax_fake_ignore_zeroed():
@@ -172,56 +221,104 @@ def _changed(before, module):
 
 def test_d_step_probability_quirk():
     m = tiny("mman")
-    every = AdversarialTraining(m, {})
-    rare = AdversarialTraining(m, {"d_step_prob": 0.1}, seed=3)
+    critic = m.training_companion()
+    every, trainer = hook_for(m)
+    rare, _ = hook_for(m, seed=3, d_step_prob=0.1)
     assert all(every.d_should_step(s) for s in range(50))
     draws = [rare.d_should_step(s) for s in range(2000)]
     assert 0.08 < np.mean(draws) < 0.12
-    assert draws == [AdversarialTraining(m, {"d_step_prob": 0.1}, seed=3).d_should_step(s) for s in range(2000)]
+    again, other_seed = hook_for(m, seed=3, d_step_prob=0.1)[0], hook_for(m, seed=4, d_step_prob=0.1)[0]
+    assert draws == [again.d_should_step(s) for s in range(2000)]  # a fresh (e.g. resumed) run draws the same
+    assert draws != [other_seed.d_should_step(s) for s in range(2000)]
     batch = _batch()
-    never = AdversarialTraining(m, {"d_step_prob": 0.0})
-    d0 = _snapshot(m.discriminators)
-    logs = never.d_step(never.pairs(m(batch["image"]), batch), step=0)
-    assert logs["d_step"] == 0 and not _changed(d0, m.discriminators) and "macro/d_real" in logs
-    logs = every.d_step(every.pairs(m(batch["image"]), batch), step=0)
-    assert logs["d_step"] == 1 and _changed(d0, m.discriminators)
+    never, _ = hook_for(m, d_step_prob=0.0)
+    d0 = _snapshot(critic)
+    extra = never.after_forward(trainer, batch, _outputs(m, batch))
+    assert set(extra) == {"adversarial"}
+    logs = never.logs
+    assert logs["d_step"] == 0 and not _changed(d0, critic) and "macro/d_real" in logs
+    every.after_forward(trainer, batch, _outputs(m, batch))
+    assert every.logs["d_step"] == 1 and _changed(d0, critic)
+    # the hook steps D exactly on the drawn iterations (the trainer's step number)
+    stepped, skipped = draws.index(True), draws.index(False)
+    for step in (skipped, stepped):
+        trainer.step = step
+        d0 = _snapshot(critic)
+        rare.after_forward(trainer, batch, _outputs(m, batch))
+        assert rare.logs["d_step"] == float(draws[step]) and _changed(d0, critic) == draws[step]
 
 
-def _g_grad_norm(m, adv, batch) -> float:
+def test_hook_steps_d_then_g_against_the_updated_d():
+    """One iteration: D's optimiser steps first (on the detached fake), then G's adversarial loss is computed
+    against the updated, frozen D and reaches the generator only."""
+    m, batch = tiny("mman"), _batch()
+    critic = m.training_companion()
+    hook, trainer = hook_for(m)
+    outputs = _outputs(m, batch)
+    pairs = critic.pairs(outputs, batch["label"], m.normalize(batch["image"]))
+    old = copy.deepcopy(critic)
+    ref = copy.deepcopy(critic)  # D's step by hand: its loss, the D optimiser of train.adversarial
+    ref.requires_grad_(True)
+    ref_opt = build_optimizer(ref, adversarial_cfg()["optimizer"])
+    ref.d_loss(pairs)[0].backward()
+    ref_opt.step()
+    g = hook.after_forward(trainer, batch, outputs)["adversarial"]
+    for a, b in zip(critic.parameters(), ref.parameters()):
+        assert torch.allclose(a, b, atol=1e-7)
+    assert _changed(_snapshot(old), critic)
+    with torch.no_grad():
+        g_new, logs = critic.g_loss(pairs)
+        g_old, _ = old.g_loss(pairs)
+    assert torch.allclose(g, g_new) and not torch.allclose(g, g_old)  # G is judged by the updated D
+    assert {"macro/g", "micro/g"} <= set(logs) and {"macro/g", "micro/g", "macro/d_real"} <= set(hook.logs)
+    critic.zero_grad(set_to_none=True)
     m.zero_grad(set_to_none=True)
-    loss, _ = adv.g_loss(adv.pairs(m(batch["image"]), batch))
+    g.backward()
+    assert all(p.grad is None for p in critic.parameters())  # D frozen during G's step
+    assert sum(float(p.grad.abs().sum()) for p in m.parameters() if p.grad is not None) > 0
+
+
+def _g_grad_norm(m, batch, **options) -> float:
+    """|grad| reaching the generator from the hook's adversarial loss (D not stepped)."""
+    hook, trainer = hook_for(m, d_step_prob=0.0, **options)
+    m.zero_grad(set_to_none=True)
+    loss = hook.after_forward(trainer, batch, _outputs(m, batch))["adversarial"]
     if not loss.requires_grad:
         return 0.0
     loss.backward()
-    return float(sum(p.grad.abs().sum() for p in generator_parameters(m) if p.grad is not None))
+    return float(sum(p.grad.abs().sum() for p in m.parameters() if p.grad is not None))
 
 
 def test_detach_macro_quirk_cuts_macro_gradient_to_g():
     m, batch = tiny("macro"), _batch()
-    assert _g_grad_norm(m, AdversarialTraining(m, {}), batch) > 0
-    assert _g_grad_norm(m, AdversarialTraining(m, {"detach_macro": True}), batch) == 0
+    assert _g_grad_norm(m, batch) > 0
+    assert _g_grad_norm(m, batch, detach_macro=True) == 0
     m = tiny("mman")  # the micro term still reaches G
-    assert _g_grad_norm(m, AdversarialTraining(m, {"detach_macro": True}), batch) > 0
-    assert all(p.grad is None for p in m.discriminators.parameters())  # D frozen during G's step
+    assert _g_grad_norm(m, batch, detach_macro=True) > 0
+    assert all(p.grad is None for p in m.training_companion().parameters())  # D frozen during G's step
 
 
 def test_gan_losses_and_config_errors():
     m, batch = tiny("micro"), _batch()
-    out = m(batch["image"])
+    out = _outputs(m, batch)
     vals = {}
     for kind in ("bce", "lsgan"):
-        adv = AdversarialTraining(copy.deepcopy(m), {"gan_loss": kind, "d_step_prob": 0})
-        vals[kind] = adv.d_step(adv.pairs(out, batch), 0)["micro/d_real"]
+        mc = copy.deepcopy(m)  # a copy owns a copy of the critic
+        hook, trainer = hook_for(mc, gan_loss=kind, d_step_prob=0)
+        hook.after_forward(trainer, batch, out)
+        vals[kind] = hook.logs["micro/d_real"]
     assert vals["bce"] != vals["lsgan"]
-    from hparse.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown keys"):
-        AdversarialTraining(m, {"lambda": 1})
+    with pytest.raises(ConfigError, match="unknown key"):
+        adversarial_cfg(**{"lambda": 1})
+    with pytest.raises(ConfigError, match="gan_loss"):
+        adversarial_cfg(gan_loss="wgan")
     with pytest.raises(ConfigError, match="unknown discriminator"):
-        AdversarialTraining(m, {"weights": {"macr": 1}})
-    AdversarialTraining(m, {"weights": {"macro": 1}})  # a kind this variant lacks: ignored (shared configs)
-    with pytest.raises(ConfigError):
-        AdversarialTraining(tiny("baseline"), {})
+        hook_for(m, weights={"macr": 1})
+    hook_for(m, weights={"macro": 1})  # a kind this variant lacks: ignored (shared configs)
+    with pytest.raises(ConfigError, match="accumulate"):
+        hook_for(m, accumulate=2)
+    assert tiny("baseline").training_companion() is None  # nothing to train adversarially
 
 
 def test_keep_bn_training_quirk():
@@ -231,7 +328,7 @@ def test_keep_bn_training_quirk():
     assert bns and all(b.training for b in bns) and drops and not any(d.training for d in drops)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():  # per-batch statistics: an image's output depends on its batch mates
-        assert not torch.allclose(m(x[:1])["parsing"], m(x)["parsing"][:1], atol=1e-4)
+        assert not torch.allclose(m.network(x[:1])["parsing"], m.network(x)["parsing"][:1], atol=1e-4)
     plain = tiny("baseline").eval()
     assert not any(b.training for b in plain.modules() if isinstance(b, torch.nn.BatchNorm2d))
 
@@ -240,23 +337,27 @@ def test_keep_bn_training_quirk():
 def test_paper_size_mman_one_adversarial_step():
     """ResNet-101, 256x256, batch 1, 20 classes: one D step and one G step change both."""
     torch.manual_seed(0)
-    m = build_model(C.load_config("mman_r101_lip")["model"], 20)
+    cfg = C.load_config("mman_r101_lip")
+    m = build_model(cfg["model"], get_meta("lip"), loss=cfg["loss"])
     m.train()
-    adv = AdversarialTraining(m, C.load_config("mman_r101_lip")["train"]["adversarial"])
-    g_opt = torch.optim.Adam(generator_parameters(m), lr=2e-4, weight_decay=1e-4)
+    hook, trainer = hook_for(m, **cfg["train"]["adversarial"])
+    critic = m.training_companion()
+    g_opt = torch.optim.Adam(m.parameters(), lr=2e-4, weight_decay=1e-4)
     g = torch.Generator().manual_seed(0)
-    batch = {"image": torch.randn(1, 3, 256, 256, generator=g),
+    batch = {"image": 255 * torch.rand(1, 3, 256, 256, generator=g),
              "label": torch.randint(0, 20, (1, 256, 256), generator=g)}
-    d0, g0 = _snapshot(m.discriminators), [p.detach().clone() for p in generator_parameters(m)]
-    out = m(batch["image"])
+    d0, g0 = _snapshot(critic), _snapshot(m)
+    losses, out = m.forward_train(batch)
     assert out["parsing_low"].shape == (1, 20, 16, 16) and out["parsing"].shape == (1, 20, 256, 256)
     ce = 100 * F.cross_entropy(out["parsing"], batch["label"]) + \
         25 * CrossEntropy(resize="target")(out["parsing_low"], batch["label"])
-    g_adv, logs = adv.step(out, batch, step=0)
-    assert _changed(d0, m.discriminators) and logs["d_step"] == 1
-    (ce + g_adv).backward()
+    assert torch.allclose(sum(losses.values()), ce)  # the config's loss list: Eq. 4's cross-entropies
+    g_adv = hook.after_forward(trainer, batch, out)["adversarial"]
+    logs = hook.logs
+    assert _changed(d0, critic) and logs["d_step"] == 1
+    (sum(losses.values()) + g_adv).backward()
     g_opt.step()
-    assert any(not torch.equal(a, p) for a, p in zip(g0, generator_parameters(m)))
+    assert _changed(g0, m)
     assert {"macro/d_real", "macro/d_fake", "macro/g", "micro/d_real", "micro/d_fake", "micro/g"} <= set(logs)
 
 
@@ -264,7 +365,7 @@ def test_paper_size_mman_one_adversarial_step():
 
 
 def tiny_adv_config(root, **train) -> dict:
-    return {
+    return C.validate_config({
         "name": "tiny_mman",
         "model": {**TINY, "variant": "mman"},
         "loss": [{"type": "ce", "weight": 100},
@@ -272,17 +373,22 @@ def tiny_adv_config(root, **train) -> dict:
         "data": {"layout": "folder", "root": str(root), "label_set": "pascal_person_part",
                  "train_split": "train", "val_split": "val", "input_size": [64, 48],
                  "train_transforms": [{"type": "RandomAffine", "size": [64, 48], "scale": 0.2, "rotation": 10},
-                                      {"type": "HFlip", "p": 0.5}, {"type": "Normalize"}]},
+                                      {"type": "HFlip", "p": 0.5}, {"type": "ToTensor"}]},
         "eval": {"long_side": 48},
         "train": {"optimizer": "adam", "lr": 1e-3, "batch_size": 2, "epochs": 1, "workers": 0,
                   "checkpoint_every": 1, "val_every": 1, "seed": 5,
                   "adversarial": {"optimizer": {"optimizer": "adam", "lr": 1e-3}}, **train},
-    }
+    })
 
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     return make_folder_dataset(tmp_path_factory.mktemp("tiny_mman"))
+
+
+def _adversarial_hook(trainer) -> AdversarialHook:
+    (hook,) = [h for h in trainer.hooks if isinstance(h, AdversarialHook)]
+    return hook
 
 
 def test_trainer_adversarial_steps_resume_exactly_and_plot(tiny_root, tmp_path):
@@ -295,16 +401,29 @@ def test_trainer_adversarial_steps_resume_exactly_and_plot(tiny_root, tmp_path):
     resumed.train()
     a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "part" / "last.pt")
     assert a["step"] == b["step"] == 2
-    assert any(k.startswith("discriminators.macro") for k in a["model"])
+    # the discriminators are the critic's, stored beside the model's weights, never in them
+    assert not any("discriminators" in k for k in a["model"])
+    assert set(a["adversarial"]) == {"optimizer", "critic"}
+    assert any(k.startswith("discriminators.macro") for k in a["adversarial"]["critic"])
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    ca, cb = a["adversarial"]["critic"], b["adversarial"]["critic"]
+    assert ca.keys() == cb.keys()
+    for k in ca:
+        assert torch.equal(ca[k], cb[k]), k
     sa, sb = a["adversarial"]["optimizer"]["state"], b["adversarial"]["optimizer"]["state"]
     assert sa.keys() == sb.keys() and sa
     for i in sa:
         assert all(torch.equal(sa[i][k], sb[i][k]) for k in sa[i])
-    # the G optimiser holds no discriminator parameter
-    n_gen = len(generator_parameters(resumed.model))
-    assert sum(len(g["params"]) for g in resumed.optimizer.param_groups) == n_gen
+    # the G optimiser holds the model's parameters and no discriminator parameter; the D optimiser the critic's
+    critic = _adversarial_hook(resumed).critic
+    assert critic is resumed.model.training_companion()
+    g_params = [p for g in resumed.optimizer.param_groups for p in g["params"]]
+    d_params = [p for g in _adversarial_hook(resumed).optimizer.param_groups for p in g["params"]]
+    assert {id(p) for p in g_params} == {id(p) for p in resumed.model.parameters()}
+    assert len(g_params) == len(list(resumed.model.parameters()))
+    assert {id(p) for p in d_params} == {id(p) for p in critic.parameters()}
+    assert {id(p) for p in g_params}.isdisjoint({id(p) for p in d_params})
 
     from hparse.viz.plots import plot_adversarial_curves, read_adversarial_log
 
@@ -326,22 +445,42 @@ def test_trainer_adversarial_steps_resume_exactly_and_plot(tiny_root, tmp_path):
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
     assert {"train/adv/macro/d_real", "train/adv/macro/d_fake", "train/adv/macro/g", "train/adv/micro/g"} <= tags
+    assert "train/adversarial" in tags  # G's adversarial loss is one of the named losses the trainer sums
+
+
+def test_trainer_steps_d_on_the_drawn_iterations_only(tiny_root, tmp_path):
+    """``d_step_prob`` through the trainer: D steps on the iterations drawn from ``(seed, step)``, G on all."""
+    torch.set_num_threads(1)
+    adv = {"optimizer": {"optimizer": "adam", "lr": 1e-3}, "d_step_prob": 0.5}
+    t = Trainer(tiny_adv_config(tiny_root, adversarial=adv, epochs=3), tmp_path, device="cpu", progress=False)
+    hook = _adversarial_hook(t)
+    draws = [hook.d_should_step(s) for s in range(6)]
+    assert t.total_steps > len(draws)  # the learning rate (D's follows G's schedule) is not 0 yet
+    assert any(draws) and not all(draws)
+    batch = t._to_device(next(iter(t._loader())))
+    for step, draw in enumerate(draws):
+        assert t.step == step
+        d0, g0 = _snapshot(hook.critic), _snapshot(t.model)
+        losses = t.run_step(batch)
+        assert set(losses) == {"ce_parsing", "ce_parsing_low", "adversarial"}
+        assert hook.logs["d_step"] == float(draw) and _changed(d0, hook.critic) == draw
+        assert _changed(g0, t.model)
 
 
 def test_trainer_without_discriminators_is_plain(tiny_root, tmp_path):
     cfg = tiny_adv_config(tiny_root, max_steps=1)
     cfg["model"]["variant"] = "baseline"
     t = Trainer(cfg, tmp_path, device="cpu", progress=False)
-    assert t.adversarial is None
+    assert t.model.training_companion() is None
+    assert not any(isinstance(h, AdversarialHook) for h in t.hooks)
     t.train()
     assert "adversarial" not in load_checkpoint(tmp_path / "last.pt")
     assert not (tmp_path / "adversarial.jsonl").exists()
 
 
 def test_step_lr_policy():
-    from hparse.engine.trainer import make_lr_lambda
-
-    f = make_lr_lambda({"lr_policy": "step", "lr_step_epochs": [15]}, total=300, iters_per_epoch=10)
+    train = C.validate_config({"train": {"lr_policy": "step", "lr_step_epochs": [15]}})["train"]
+    f = make_lr_lambda(train, total=300, iters_per_epoch=10)
     assert f(0) == 1.0 and f(149) == 1.0 and f(150) == pytest.approx(0.1) and f(299) == pytest.approx(0.1)
 
 
@@ -367,10 +506,11 @@ def test_light_configs_differ_only_in_discriminators():
         assert a == b, n
     variants = {cfgs[n]["model"]["variant"] for n in names}
     assert variants == set(VARIANTS)
-    m = build_model(ref["model"], 15)  # light: the macro D sees the whole 16x11 map of a 256x176 crop
+    m = build_model(ref["model"], get_meta("ccp15"))  # light: the macro D sees the whole 16x11 map of a 256x176 crop
+    macro = m.training_companion().discriminators["macro"]
     with torch.no_grad():
-        low = m(torch.randn(1, 3, 256, 176))["parsing_low"]
-    assert low.shape == (1, 15, 16, 11) and m.discriminators["macro"](torch.randn(1, 18, 16, 11)).shape == (1, 1, 1, 1)
+        low = m.network(torch.randn(1, 3, 256, 176))["parsing_low"]
+        assert low.shape == (1, 15, 16, 11) and macro(torch.randn(1, 18, 16, 11)).shape == (1, 1, 1, 1)
     for v in ("baseline", "macro", "micro", "single_an", "double_an", "multiple_an"):
         p = C.load_config(f"mman_r101_lip_{v}")
         assert p["model"]["variant"] == v and p["train"]["batch_size"] == 1 and p["train"]["lr"] == 2e-4
@@ -421,3 +561,19 @@ def test_low_resolution_miou_on_hand_made_maps():
     assert miou(low_resolution(thin, 16), low_resolution(gt, 16)) == 1.0
     assert miou(thin, gt) < 1.0
     assert miou(low_resolution(moved, 16), low_resolution(gt, 16)) < 0.5
+
+
+def test_resume_of_a_checkpoint_that_kept_the_discriminators_in_the_model(tiny_root, tmp_path):
+    """Older checkpoints stored D under model/discriminators.* and only D's optimiser under "adversarial"."""
+    Trainer(tiny_adv_config(tiny_root, max_steps=1), tmp_path / "run", device="cpu", progress=False).train()
+    path = tmp_path / "run" / "last.pt"
+    ck = torch.load(path, weights_only=True)
+    critic = ck["adversarial"].pop("critic")
+    ck["model"].update(critic)
+    torch.save(ck, path)
+    resumed = Trainer(tiny_adv_config(tiny_root, max_steps=2), tmp_path / "run", device="cpu", progress=False)
+    resumed.start()
+    state = _adversarial_hook(resumed).critic.state_dict()
+    assert state.keys() == critic.keys()
+    assert all(torch.equal(state[k], v) for k, v in critic.items())
+    assert not any(k.startswith("discriminators.") for k in resumed.model.state_dict())

@@ -151,9 +151,11 @@ def test_target_steps_in_a_pipeline():
     pipe = build_transforms([
         {"type": "RandomAffine", "size": [64, 64]}, {"type": "HFlip", "p": 0.5},
         {"type": "EdgeTarget"}, {"type": "JointHeatmapTarget", "sigma": 2},
-        {"type": "PartCentreTarget", "sigma": 2}, {"type": "HierarchyTarget"}, {"type": "Normalize"},
+        {"type": "PartCentreTarget", "sigma": 2}, {"type": "HierarchyTarget"}, {"type": "ToTensor"},
     ], "lip")
     out = pipe(s, rng)
+    # ToTensor: CHW float32, values kept in 0..255 (the model normalises)
+    assert out["image"].shape == (3, 64, 64) and out["image"].dtype == torch.float32 and not out["image"].any()
     assert out["edge"].shape == (64, 64) and out["edge"].dtype == torch.int64
     assert out["joint_heatmaps"].shape == (16, 16, 16) and out["joint_weights"].shape == (16,)
     assert out["part_heatmaps"].shape == (19, 16, 16) and out["part_heatmaps"].dtype == torch.float32

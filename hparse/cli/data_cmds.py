@@ -7,77 +7,81 @@ from pathlib import Path
 
 import typer
 
+from .common import fail
+
+
+def layouts():
+    """List the dataset layouts hparse can read."""
+    from ..data.readers import READERS
+
+    for name, cls in READERS.items():
+        labels = cls.default_label_set or "(given with --labels)"
+        typer.echo(f"{name:20s} splits: {', '.join(cls.splits):24s} labels: {labels}")
+
+
+def check(
+    layout: str = typer.Argument(..., help="Dataset layout (see `hparse data layouts`)."),
+    root: Path = typer.Argument(..., help="Dataset root folder."),
+    split: list[str] = typer.Option(None, "--split", "-s", help="Split(s) to check (default: all)."),
+    labels: str = typer.Option(None, "--labels", help="Label set to report in (required for 'folder')."),
+    json_path: Path = typer.Option(None, "--json", help="Also write the report as JSON here."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+):
+    """Load every sample, report counts, class pixel frequencies, image sizes and problems.
+
+    Exits with code 1 when problems were found.
+    """
+    from ..data.check import check_dataset
+    from ..errors import HParseError
+
+    try:
+        report = check_dataset(layout, root, split or None, labels, progress=progress)
+    except (HParseError, KeyError) as e:
+        fail(e)
+    report.print()
+    if json_path:
+        json_path.write_text(json.dumps(report.to_dict(), indent=1))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def compose(
+    src_layout: str = typer.Argument(..., help="Source layout (single-person data, e.g. ccp)."),
+    src_root: Path = typer.Argument(..., help="Source dataset root."),
+    out_root: Path = typer.Argument(..., help="Output folder (CIHP layout)."),
+    splits: str = typer.Option("train,val", "--splits", help="Comma-separated splits to compose."),
+    labels: str = typer.Option(None, "--labels", help="Label set (default: the source layout's)."),
+    per_image: str = typer.Option("2-5", "--per-image", help="People per image, MIN-MAX."),
+    count: int = typer.Option(None, "--count", help="Images per split (default: the source split's size)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed -> identical files)."),
+    size: str = typer.Option("512x512", "--size", help="Canvas size HxW."),
+    background: str = typer.Option("blur", "--background", help="blur, colour or source."),
+    min_visible: float = typer.Option(0.2, "--min-visible",
+                                      help="Drop a person with less than this share of its area visible."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Recompose existing samples / other settings."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+):
+    """Paste people of a single-person dataset into multi-person images, written in the CIHP layout.
+
+    Read the result with `hparse data check cihp OUT_ROOT` (its meta.json names the label set).
+    An interrupted run resumes where it stopped.
+    """
+    from ..data.compose import ComposeParams, compose_dataset, parse_range, parse_size
+    from ..errors import HParseError
+
+    try:
+        params = ComposeParams(per_image=parse_range(per_image), size=parse_size(size),
+                               background=background, min_visible=min_visible)
+        names = [s.strip() for s in splits.split(",") if s.strip()]
+        report = compose_dataset(src_layout, src_root, out_root, names, labels, params, count, seed,
+                                 overwrite, progress)
+    except (HParseError, KeyError) as e:
+        fail(e)
+    typer.echo(report.summary())
+
 
 def register(app: typer.Typer) -> None:
     data_app = typer.Typer(no_args_is_help=True, help="Inspect and prepare datasets.")
     app.add_typer(data_app, name="data")
-
-    @data_app.command("layouts")
-    def layouts():
-        """List the dataset layouts hparse can read."""
-        from ..data.readers import READERS
-        for name, cls in READERS.items():
-            labels = cls.default_label_set or "(given with --labels)"
-            typer.echo(f"{name:20s} splits: {', '.join(cls.splits):24s} labels: {labels}")
-
-    @data_app.command("check")
-    def check(
-        layout: str = typer.Argument(..., help="Dataset layout (see `hparse data layouts`)."),
-        root: Path = typer.Argument(..., help="Dataset root folder."),
-        split: list[str] = typer.Option(None, "--split", "-s", help="Split(s) to check (default: all)."),
-        labels: str = typer.Option(None, "--labels", help="Label set to report in (required for 'folder')."),
-        json_path: Path = typer.Option(None, "--json", help="Also write the report as JSON here."),
-        progress: bool = typer.Option(True, help="Show a progress bar."),
-    ):
-        """Load every sample, report counts, class pixel frequencies, image sizes and problems.
-
-        Exits with code 1 when problems were found.
-        """
-        from ..data.check import check_dataset
-        from ..errors import HParseError
-
-        try:
-            report = check_dataset(layout, root, split or None, labels, progress=progress)
-        except (HParseError, KeyError) as e:
-            typer.echo(f"error: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
-            raise typer.Exit(2) from None
-        report.print()
-        if json_path:
-            json_path.write_text(json.dumps(report.to_dict(), indent=1))
-        raise typer.Exit(0 if report.ok else 1)
-
-    @data_app.command("compose")
-    def compose(
-        src_layout: str = typer.Argument(..., help="Source layout (single-person data, e.g. ccp)."),
-        src_root: Path = typer.Argument(..., help="Source dataset root."),
-        out_root: Path = typer.Argument(..., help="Output folder (CIHP layout)."),
-        splits: str = typer.Option("train,val", "--splits", help="Comma-separated splits to compose."),
-        labels: str = typer.Option(None, "--labels", help="Label set (default: the source layout's)."),
-        per_image: str = typer.Option("2-5", "--per-image", help="People per image, MIN-MAX."),
-        count: int = typer.Option(None, "--count", help="Images per split (default: the source split's size)."),
-        seed: int = typer.Option(0, "--seed", help="Random seed (same seed -> identical files)."),
-        size: str = typer.Option("512x512", "--size", help="Canvas size HxW."),
-        background: str = typer.Option("blur", "--background", help="blur, colour or source."),
-        min_visible: float = typer.Option(0.2, "--min-visible",
-                                          help="Drop a person with less than this share of its area visible."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Recompose existing samples / other settings."),
-        progress: bool = typer.Option(True, help="Show a progress bar."),
-    ):
-        """Paste people of a single-person dataset into multi-person images, written in the CIHP layout.
-
-        Read the result with `hparse data check cihp OUT_ROOT` (its meta.json names the label set).
-        An interrupted run resumes where it stopped.
-        """
-        from ..data.compose import ComposeParams, compose_dataset, parse_range, parse_size
-        from ..errors import HParseError
-
-        try:
-            params = ComposeParams(per_image=parse_range(per_image), size=parse_size(size),
-                                   background=background, min_visible=min_visible)
-            names = [s.strip() for s in splits.split(",") if s.strip()]
-            report = compose_dataset(src_layout, src_root, out_root, names, labels, params, count, seed,
-                                     overwrite, progress)
-        except (HParseError, KeyError) as e:
-            typer.echo(f"error: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
-            raise typer.Exit(2) from None
-        typer.echo(report.summary())
+    data_app.command("layouts")(layouts)
+    data_app.command("check")(check)
+    data_app.command("compose")(compose)

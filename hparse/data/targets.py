@@ -1,7 +1,7 @@
 """Training targets derived from the (augmented) sample: edges, skeleton heatmaps, hierarchy.
 
 Each generator is a plain function and also a transform step (registered in
-``hparse.data.transforms.TRANSFORMS``) that adds keys to the sample; put the steps after
+``hparse.data.transform_base.TRANSFORMS``) that adds keys to the sample; put the steps after
 the geometric augmentation (CE2P computes edges on the warped crop):
 
 =======================  ==============================================================
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ..labels import IGNORE_INDEX, DatasetMeta, get_meta
-from .transforms import TRANSFORMS, Transform
+from .transform_base import TRANSFORMS, Transform
 
 # (marked pixels, compared pixels) of each CE2P direction, as slices of the label map.
 _ALL, _HEAD, _TAIL = slice(None), slice(None, -1), slice(1, None)
@@ -164,7 +164,7 @@ def _image_size(sample) -> tuple[int, int]:
     return tuple(img.shape[:2]) if isinstance(img, np.ndarray) else tuple(img.shape[-2:])
 
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("EdgeTarget")
 class EdgeTarget(Transform):
     """Adds ``edge`` from ``label`` (see :func:`edge_map`)."""
 
@@ -176,7 +176,7 @@ class EdgeTarget(Transform):
         return sample
 
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("JointHeatmapTarget")
 class JointHeatmapTarget(Transform):
     """Adds ``joint_heatmaps`` and ``joint_weights`` from ``joints`` (see :func:`joint_heatmaps`)."""
 
@@ -189,7 +189,7 @@ class JointHeatmapTarget(Transform):
         return sample
 
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("PartCentreTarget")
 class PartCentreTarget(Transform):
     """Adds ``part_heatmaps`` and ``part_weights`` from ``label`` (see :func:`part_centre_heatmaps`)."""
 
@@ -205,7 +205,7 @@ class PartCentreTarget(Transform):
         return sample
 
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("HierarchyTarget")
 class HierarchyTarget(Transform):
     """Adds ``label_l2`` (background/upper/lower) and ``label_l3`` (background/person)."""
 

@@ -12,18 +12,19 @@ always swaps the left/right classes (``label``, ``person_labels``, the class col
 ``meta.joint_flip_permutation()``).
 
 Geometry is tracked: every geometric step composes its 2x3 matrix into
-``sample["meta"]["affine"]["matrix"]`` (original image pixel -> current pixel), so
-:func:`inverse_warp_scores` / :func:`inverse_warp_label` map a prediction back to the
-original resolution after any chain (CE2P/SCHP affine, HHP resize + pad, flips).
-:class:`RandomAffine` / :class:`AffineTest` also store ``center``, ``scale``,
-``rotation`` and ``out_size`` of their own step (CE2P's ``box2cs`` parameters).
+``sample["meta"]["affine"]["matrix"]`` (original image pixel -> current pixel);
+:class:`RandomAffine` also stores ``center``, ``scale``, ``rotation`` and ``out_size`` of its
+step (CE2P's ``box2cs`` parameters). Transforms serve training only: test-time geometry is
+``hparse.engine.inference`` (resize the long side, pad, map the scores straight back).
 
-Model input convention: RGB, ``(x / 255 - mean) / std`` with the ImageNet mean/std
-(:class:`Normalize`), as a float32 CxHxW tensor; label maps become int64 tensors.
+Model input convention: RGB in 0..255 as a float32 CxHxW tensor (:class:`ToTensor`, the last
+step); the model normalises it itself (``model.pixel_mean`` / ``model.pixel_std``). Label maps
+become int64 tensors.
 
 Configs build pipelines by name: ``build_transforms([{"type": "RandomAffine", "size":
-[384, 384]}, {"type": "HFlip", "p": 0.5}, {"type": "Normalize"}], meta)``; a step whose
-constructor takes ``meta`` receives the dataset meta.
+[384, 384]}, {"type": "HFlip", "p": 0.5}, {"type": "ToTensor"}], meta)``; a step whose
+constructor takes ``meta`` receives the dataset meta. :func:`check_transforms` checks such a list
+(step names, parameter names and types) without building it.
 """
 
 from __future__ import annotations
@@ -35,13 +36,11 @@ import cv2
 import numpy as np
 import torch
 
+from ..config_schema import check_kwargs, check_type
+from ..errors import ConfigError
 from ..labels import IGNORE_INDEX, DatasetMeta, get_meta
-from ..registry import Registry
-
-TRANSFORMS = Registry("transform")
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from . import targets  # noqa: F401  (registers the target steps: one pipeline namespace)
+from .transform_base import TRANSFORMS, Transform
 
 #: HxW maps moved with the image -> fill value outside the image ("label" = the step's
 #: ``pad_label``, 255 by default). Extend it for new per-pixel keys.
@@ -53,23 +52,7 @@ SPATIAL_KEYS: dict[str, int | str] = {
 CLASS_KEYS = ("label", "person_labels")
 
 
-class Transform:
-    """Base class: ``__call__`` copies the dict (and its meta) and calls ``apply``."""
-
-    def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
-        rng = np.random.default_rng() if rng is None else rng
-        return self.apply({**sample, "meta": dict(sample.get("meta") or {})}, rng)
-
-    def apply(self, sample: dict, rng: np.random.Generator) -> dict:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
-                         if not k.startswith("_") and not isinstance(v, DatasetMeta))
-        return f"{type(self).__name__}({args})"
-
-
-@TRANSFORMS.register()
+@TRANSFORMS.register("Compose")
 class Compose(Transform):
     def __init__(self, transforms: Sequence[Callable]):
         self.transforms = list(transforms)
@@ -80,9 +63,28 @@ class Compose(Transform):
         return sample
 
 
+def check_transforms(specs: Sequence[dict], where: str = "data.train_transforms") -> None:
+    """Check a pipeline config ``[{"type": name, **params}, ...]``: known step names, known parameters
+    (``meta`` is given by :func:`build_transforms`) and their types; raises :class:`ConfigError`."""
+    if not isinstance(specs, (list, tuple)):
+        raise ConfigError(f"{where}: must be a list of steps (got {specs!r})")
+    for i, spec in enumerate(specs):
+        at = f"{where}[{i}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{at}: a step must be a mapping with a 'type' (got {spec!r})")
+        if spec.get("type") == "Normalize":
+            raise ConfigError(f"{at}.type: Normalize was replaced by ToTensor (the model normalises its input: "
+                              "model.pixel_mean / pixel_std); hparse.config.migrate_legacy upgrades old configs")
+        cls = check_type(TRANSFORMS, spec.get("type"), f"{at}.type")
+        params = {k: v for k, v in spec.items() if k != "type"}
+        check_kwargs(params, cls, at, f"transform {spec['type']!r}", skip=("self", "meta"))
+
+
 def build_transforms(cfg_list: Sequence[dict | Callable], meta: DatasetMeta | str | None = None) -> Compose:
-    """Build a :class:`Compose` from ``[{"type": name, **kwargs}, ...]`` (callables pass through)."""
+    """Build a :class:`Compose` from ``[{"type": name, **kwargs}, ...]`` (callables pass through);
+    the configs are checked first (:func:`check_transforms`)."""
     meta = None if meta is None else get_meta(meta)
+    check_transforms([c for c in cfg_list if not callable(c)])
     steps = []
     for cfg in cfg_list:
         if callable(cfg):
@@ -102,7 +104,7 @@ def build_transforms(cfg_list: Sequence[dict | Callable], meta: DatasetMeta | st
 def _hw(sample) -> tuple[int, int]:
     img = sample["image"]
     if not isinstance(img, np.ndarray) or img.ndim != 3:
-        raise TypeError("geometric transforms need an HxWx3 numpy image; put them before Normalize/ToTensor")
+        raise TypeError("geometric transforms need an HxWx3 numpy image; put them before ToTensor")
     return img.shape[0], img.shape[1]
 
 
@@ -208,7 +210,7 @@ def hflip(sample: dict, meta: DatasetMeta) -> dict:
     return sample
 
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("HFlip")
 class HFlip(Transform):
     """Horizontal flip with probability ``p`` that swaps the meta's left/right labels and joints."""
 
@@ -267,23 +269,20 @@ def get_affine_transform(center, scale, rot: float, out_size: Sequence[int], inv
     return cv2.getAffineTransform(dst, src) if inv else cv2.getAffineTransform(src, dst)
 
 
-@TRANSFORMS.register()
-class AffineTest(Transform):
-    """Deterministic CE2P/SCHP test warp: the whole image, aspect kept and zero-padded, to ``size``.
+@TRANSFORMS.register("RandomAffine")
+class RandomAffine(Transform):
+    """CE2P training warp of the whole image (aspect kept, zero-padded) to ``size``: scale
+    clip(N*sf + 1, 1 - sf, 1 + sf); rotation clip(N*rf, -2rf, 2rf) with probability ``rotation_p``.
 
-    The box is ``(0, 0, W, H)``, consistent with :func:`get_affine_transform`'s output
-    centre ``size / 2``, so a same-size warp is the identity. ``ce2p_box=True`` uses CE2P's
-    ``(0, 0, W - 1, H - 1)``, which scales by ``out / (W - 1)`` and puts the last original
-    row/column just outside the crop (lost when mapping predictions back).
+    The box is ``(0, 0, W, H)``, consistent with :func:`get_affine_transform`'s output centre ``size / 2``;
+    ``ce2p_box=True`` uses CE2P's ``(0, 0, W - 1, H - 1)``, which scales by ``out / (W - 1)``.
     """
 
-    def __init__(self, size: Sequence[int], pad_image=0, pad_label: int = IGNORE_INDEX,
-                 ce2p_box: bool = False):
+    def __init__(self, size: Sequence[int], scale: float = 0.25, rotation: float = 30,
+                 rotation_p: float = 0.6, pad_image=0, pad_label: int = IGNORE_INDEX, ce2p_box: bool = False):
         self.size = (int(size[0]), int(size[1]))
         self.pad_image, self.pad_label, self.ce2p_box = pad_image, pad_label, ce2p_box
-
-    def params(self, rng) -> tuple[float, float]:
-        return 1.0, 0.0
+        self.scale, self.rotation, self.rotation_p = float(scale), float(rotation), float(rotation_p)
 
     def apply(self, sample, rng):
         H, W = _hw(sample)
@@ -295,16 +294,6 @@ class AffineTest(Transform):
         return warp_sample(sample, m, self.size, self.pad_image, self.pad_label, center=center, scale=scale,
                            rotation=float(r), out_size=self.size)
 
-
-@TRANSFORMS.register()
-class RandomAffine(AffineTest):
-    """CE2P training warp: scale clip(N*sf + 1, 1 - sf, 1 + sf); rotation clip(N*rf, -2rf, 2rf) w.p. p."""
-
-    def __init__(self, size: Sequence[int], scale: float = 0.25, rotation: float = 30,
-                 rotation_p: float = 0.6, pad_image=0, pad_label: int = IGNORE_INDEX, ce2p_box: bool = False):
-        super().__init__(size, pad_image, pad_label, ce2p_box)
-        self.scale, self.rotation, self.rotation_p = float(scale), float(rotation), float(rotation_p)
-
     def params(self, rng):
         sf, rf = self.scale, self.rotation
         s = float(np.clip(rng.standard_normal() * sf + 1, 1 - sf, 1 + sf))
@@ -314,47 +303,10 @@ class RandomAffine(AffineTest):
         return s, r
 
 
-def _affine_of(meta_affine: dict | None) -> np.ndarray:
-    """The orig -> current matrix of ``sample['meta']`` or ``sample['meta']['affine']``; a meta
-    without an affine record (no geometric step ran) or ``None`` means the identity."""
-    aff = (meta_affine or {}).get("affine", meta_affine) or {}
-    return np.asarray(aff.get("matrix", np.eye(3)[:2]), np.float64)
-
-
-def inverse_warp_scores(scores, meta_affine: dict, orig_size: Sequence[int], border_value: float = 0.0,
-                        interpolation: int = cv2.INTER_LINEAR):
-    """Map (C, h, w) scores of a transformed sample back to the original ``(H, W)`` (bilinear).
-
-    Accepts numpy arrays or torch tensors and returns the same kind. Channels are warped one
-    at a time: OpenCV uses a lower-precision path for 2 and for more than 4 channels.
-    """
-    is_t = isinstance(scores, torch.Tensor)
-    x = scores.detach().cpu().numpy() if is_t else np.asarray(scores)
-    x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)
-    minv = cv2.invertAffineTransform(_affine_of(meta_affine))
-    dsize = (int(orig_size[1]), int(orig_size[0]))
-    out = np.stack([cv2.warpAffine(np.ascontiguousarray(c), minv, dsize, flags=interpolation,
-                                   borderMode=cv2.BORDER_CONSTANT, borderValue=border_value) for c in x])
-    return torch.from_numpy(out).to(scores.device) if is_t else out
-
-
-def inverse_warp_label(label, meta_affine: dict, orig_size: Sequence[int], border_value: int = 0):
-    """Map an (h, w) label map back to the original ``(H, W)`` with nearest sampling."""
-    is_t = isinstance(label, torch.Tensor)
-    x = label.detach().cpu().numpy() if is_t else np.asarray(label)
-    dtype = x.dtype
-    if dtype not in (np.uint8, np.uint16, np.int16, np.float32):
-        x = x.astype(np.float32)  # cv2 cannot warp int32/int64
-    out = cv2.warpAffine(np.ascontiguousarray(x), cv2.invertAffineTransform(_affine_of(meta_affine)),
-                         (int(orig_size[1]), int(orig_size[0])), flags=cv2.INTER_NEAREST,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=border_value).astype(dtype)
-    return torch.from_numpy(out).to(label.device) if is_t else out
-
-
 # ---------------------------------------------------------------------------------------
 # scale / crop / pad / resize / rotate
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("RandomScale")
 class RandomScale(Transform):
     """Resize by a factor drawn uniformly from ``range`` (HHP: 0.5-2.0)."""
 
@@ -368,7 +320,7 @@ class RandomScale(Transform):
         return warp_sample(sample, _scale_matrix((H, W), size), size, replicate=True)
 
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("Resize")
 class Resize(Transform):
     """Resize to ``size = (h, w)``, or keep the aspect ratio with ``long_side`` / ``short_side``."""
 
@@ -393,7 +345,7 @@ class Resize(Transform):
         return warp_sample(sample, _scale_matrix((H, W), size), size, replicate=True)
 
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("ResizeKeepRatio")
 class ResizeKeepRatio(Resize):
     """Resize so that the long (or short) side has the given length (CNIF test: long side 513)."""
 
@@ -401,7 +353,7 @@ class ResizeKeepRatio(Resize):
         super().__init__(long_side=long_side, short_side=short_side)
 
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("Pad")
 class Pad(Transform):
     """Pad to at least ``size = (h, w)``; ``position`` 'bottom_right' (LIP) or 'center' (PASCAL)."""
 
@@ -421,7 +373,7 @@ class Pad(Transform):
         return window_sample(sample, -top, -left, (h, w), self.pad_image, self.pad_label)
 
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("RandomCrop")
 class RandomCrop(Transform):
     """Random ``size`` crop, padding bottom/right first where the image is smaller.
 
@@ -450,7 +402,7 @@ class RandomCrop(Transform):
         return window_sample(sample, y0, x0, self.size, self.pad_image, self.pad_label)
 
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("RandomRotate")
 class RandomRotate(Transform):
     """With probability ``p`` rotate about the image centre by U(-degrees, degrees), same size (HHP)."""
 
@@ -472,7 +424,7 @@ class RandomRotate(Transform):
 _GRAY = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("ColorJitter")
 class ColorJitter(Transform):
     """torchvision-style jitter on uint8 RGB (factors U(max(0, 1 - v), 1 + v), hue U(-h, h) turns),
     the four operations in random order, applied with probability ``p`` (HHP: 0.1/0.5/0.5/0.1, p=0.5)."""
@@ -517,36 +469,16 @@ def _to_tensor(v):
     return v
 
 
-@TRANSFORMS.register()
+@TRANSFORMS.register("ToTensor")
 class ToTensor(Transform):
-    """Image HxWx3 -> float32 CxHxW tensor (uint8 divided by 255, float kept); other arrays ->
-    int64 (integer maps, ids) or float32 (joints, heatmaps) tensors. Idempotent."""
+    """Image HxWx3 -> float32 CxHxW tensor, values unchanged (0..255 for uint8; the model normalises);
+    other arrays -> int64 (integer maps, ids) or float32 (joints, heatmaps) tensors. Idempotent."""
 
     def apply(self, sample, rng):
         img = sample["image"]
         if isinstance(img, np.ndarray):
-            x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-            sample["image"] = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+            sample["image"] = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), np.float32))
         for k, v in sample.items():
             if k not in ("image", "meta", "id"):
                 sample[k] = _to_tensor(v)
         return sample
-
-
-@TRANSFORMS.register()
-class Normalize(Transform):
-    """RGB uint8 -> ``(x / 255 - mean) / std`` (ImageNet by default); with ``to_tensor`` (default)
-    also applies :class:`ToTensor`, so the last step of a pipeline yields model-ready tensors."""
-
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 to_tensor: bool = True):
-        self.mean, self.std, self.to_tensor = tuple(mean), tuple(std), to_tensor
-
-    def apply(self, sample, rng):
-        img = np.asarray(sample["image"], np.float32) / 255.0
-        sample["image"] = (img - np.float32(self.mean)) / np.float32(self.std)
-        return ToTensor().apply(sample, rng) if self.to_tensor else sample
-
-
-# Target generators are transform steps too (EdgeTarget, JointHeatmapTarget, ...).
-from . import targets as _targets  # noqa: E402, F401  (registers the target steps)

@@ -1,4 +1,5 @@
-"""Checkpoint files: safe loading (``weights_only``), slim export for shipping."""
+"""Checkpoint files: safe loading (``weights_only``), shipped weights by name, models rebuilt from a
+checkpoint with every mismatch named, slim export for shipping."""
 
 from __future__ import annotations
 
@@ -6,8 +7,26 @@ from pathlib import Path
 
 import torch
 
-from ..errors import HParseError
+from .. import config as C
+from ..errors import ConfigError, HParseError
 from ..io.atomic import atomic_path
+from ..labels import get_meta
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+SHIPPED = {"default": WEIGHTS_DIR / "default.pt"}
+
+
+def resolve_weights(name_or_path: str | Path) -> Path:
+    """A shipped model's file (``default``) or an existing checkpoint path."""
+    if str(name_or_path) in SHIPPED:
+        path = SHIPPED[str(name_or_path)]
+        if not path.is_file():
+            raise HParseError(f"shipped model {name_or_path!r} is missing from the installation ({path})")
+        return path
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise HParseError(f"{name_or_path!r} is neither a shipped model ({', '.join(SHIPPED)}) nor a checkpoint file")
+    return path
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -22,6 +41,70 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
         raise HParseError(f"{path}: not an hparse checkpoint (needs 'model' and 'config' entries)")
     return ck
+
+
+def checkpoint_meta(ck: dict, path):
+    """The label set a checkpoint was trained for."""
+    name = ck.get("label_set")
+    if not name:
+        raise HParseError(f"{path}: the checkpoint names no label set (its 'label_set' entry is missing)")
+    try:
+        return get_meta(name)
+    except KeyError as e:
+        raise HParseError(f"{path}: {e.args[0]}") from None
+
+
+def _examples(keys, n: int = 3) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def load_state(model: torch.nn.Module, state: dict, source) -> None:
+    """``model.load_state_dict(state)`` with float16 weights widened; a mismatch or a non-finite weight is an
+    :class:`HParseError` naming what does not fit."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise HParseError(f"{source}: weights contain NaN or infinity ({_examples(bad)}); refusing to load them")
+    mine = model.state_dict()
+    state = {k: v.to(mine[k].dtype) if k in mine and v.is_floating_point() else v for k, v in state.items()}
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(mine[k].shape)}" for k, v in state.items()
+              if k in mine and v.shape != mine[k].shape]
+    if shapes:
+        raise HParseError(f"{source}: weight shapes do not fit the model ({_examples(shapes, 2)}): another "
+                          "configuration or label set")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        res = model.load_state_dict(state, strict=False)
+        kind = type(model).__name__
+        raise HParseError(f"{source}: not weights of this {kind}: {len(res.missing_keys)} missing "
+                          f"({_examples(res.missing_keys)}), {len(res.unexpected_keys)} unexpected "
+                          f"({_examples(res.unexpected_keys)})") from e
+
+
+def load_weights(model: torch.nn.Module, name_or_path, meta=None) -> None:
+    """Warm start ``model`` from a checkpoint or shipped model name (weights only); its label set must be ``meta``."""
+    path = resolve_weights(name_or_path)
+    ck = load_checkpoint(path)
+    if meta is not None and checkpoint_meta(ck, path).name != meta.name:
+        raise HParseError(f"{path}: trained for label set {ck['label_set']!r}, not {meta.name!r}")
+    load_state(model, ck["model"], path)
+
+
+def model_from_checkpoint(name_or_path, device="cpu"):
+    """``(model, config, meta)`` rebuilt from a checkpoint's own config, in eval mode on ``device``."""
+    from ..models import build_model
+
+    path = resolve_weights(name_or_path)
+    ck = load_checkpoint(path)
+    meta = checkpoint_meta(ck, path)
+    try:
+        cfg = C.migrate_legacy(ck["config"])
+        model = build_model(cfg["model"], meta)
+    except ConfigError as e:
+        raise HParseError(f"{path}: its config does not build a model ({e})") from None
+    load_state(model, ck["model"], path)
+    return model.to(device).eval(), cfg, meta
 
 
 def export_weights(src: str | Path, dst: str | Path, half: bool = False, extra: dict | None = None) -> Path:

@@ -86,26 +86,24 @@ def write_outputs(out_dir: Path, stem: Path, image: np.ndarray, label: np.ndarra
 
 
 def extra_overlays(parser, images: list[np.ndarray], extras: list[dict] | None = None) -> list[dict]:
-    """Pictures of a model's extra outputs (``extras``, by default ``Parser.predict_extras``): boundary and
-    structure-point heatmaps, upper hierarchy levels (label PNG + overlay) and the fusion gates' bar chart."""
+    """Pictures of a model's extras (``extras``, by default ``Parser.predict_extras``), by their type: a
+    heatmap over the photo, a label map as label PNG + overlay, a score table as a bar chart."""
+    from ..structures import Heatmap, LabelMap, ScoreTable
     from ..viz import heatmap_overlay
-    from ..viz.plots import gates_image
+    from ..viz.plots import score_table_image
 
     pal = parser.meta.palette()
     out = []
     for image, ex in zip(images, parser.predict_extras(images) if extras is None else extras):
         pics = {}
-        if "boundary" in ex:
-            pics["boundary"] = heatmap_overlay(image, ex["boundary"])
-        if "structure" in ex:
-            heat = ex["structure"].max(0)
-            pics["structure"] = heatmap_overlay(image, heat / max(float(heat.max()), 1e-6))
-        for lvl in ("level2", "level3"):
-            if lvl in ex:
-                pics[lvl] = ex[lvl]
-                pics[f"{lvl}_overlay"] = overlay(image, ex[lvl], pal)
-        if "gates" in ex:
-            pics["gates"] = gates_image(ex["gates"], parser.gate_names)
+        for name, value in ex.items():
+            if isinstance(value, Heatmap):
+                pics[name] = heatmap_overlay(image, value.peak())
+            elif isinstance(value, LabelMap):
+                pics[name] = value.data
+                pics[f"{name}_overlay"] = overlay(image, value.data, pal)
+            elif isinstance(value, ScoreTable):
+                pics[name] = score_table_image(value.data, value.rows, value.cols, title=name)
         out.append(pics)
     return out
 

@@ -18,9 +18,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import DataError
+from ..evaluation import ground_truth_instances
 from ..io import instance_outputs as io
 from ..structures import PersonInstances
-from .evaluate_instances import ground_truth_instances
 
 
 def _crop_window(box, context: float, h: int, w: int) -> tuple[int, int, int, int]:

@@ -59,7 +59,8 @@ class CrossEntropy(nn.Module):
         super().__init__()
         self.ohem, self.thresh, self.min_kept, self.ignore = ohem, thresh, min_kept, ignore_index
         self.resize = check_resize("ce", resize)
-        self.register_buffer("class_weight", None if class_weight is None else torch.tensor(class_weight))
+        self.register_buffer("class_weight", None if class_weight is None else torch.tensor(class_weight),
+                             persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits, target = align(logits, target, self.resize)
@@ -182,7 +183,8 @@ class HierarchyCE(nn.Module):
 
 
 class CompositeLoss(nn.Module):
-    """Weighted sum of loss terms; returns ``(total, {name: value})``."""
+    """Loss terms of a config's ``loss`` list; called on ``(outputs, batch)`` it returns the named, weighted
+    losses ``{name: weight * value}`` (terms of weight 0 are skipped); the training loss is their sum."""
 
     def __init__(self, terms: list[dict]):
         super().__init__()
@@ -197,6 +199,8 @@ class CompositeLoss(nn.Module):
             spec = {"pred": t.pop("pred", "parsing"), "target": t.pop("target", "label"),
                     "weight": float(t.pop("weight", 1.0)), "weight_key": t.pop("weight_key", None)}
             spec["name"] = t.pop("name", f"{kind}_{spec['pred']}")
+            if any(other["name"] == spec["name"] for other in self.specs):
+                raise ConfigError(f"loss: two terms are named {spec['name']!r}; give one a 'name'")
             self.specs.append(spec)
             try:
                 mods.append(LOSSES.build(kind, **t))
@@ -204,8 +208,8 @@ class CompositeLoss(nn.Module):
                 raise ConfigError(f"loss term {kind}: {e}") from e
         self.terms = nn.ModuleList(mods)
 
-    def forward(self, outputs: dict, batch: dict):
-        total, parts = 0.0, {}
+    def forward(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+        losses = {}
         for spec, fn in zip(self.specs, self.terms):
             if spec["weight"] == 0:
                 continue
@@ -219,10 +223,8 @@ class CompositeLoss(nn.Module):
                 if spec["weight_key"] not in batch:
                     raise ConfigError(f"loss {spec['name']}: the batch has no weights {spec['weight_key']!r}")
                 args.append(batch[spec["weight_key"]])
-            value = fn(*args)
-            parts[spec["name"]] = value.detach()
-            total = total + spec["weight"] * value
-        return total, parts
+            losses[spec["name"]] = spec["weight"] * fn(*args)
+        return losses
 
 
 def build_loss(terms: list[dict]) -> CompositeLoss:

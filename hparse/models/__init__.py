@@ -1,29 +1,36 @@
-"""Models: built by name from the ``MODELS`` registry; every model returns a dict of named outputs.
-
-Every model takes a normalised RGB batch ``(B, 3, H, W)`` and returns at least
-``"parsing"``: the final part logits ``(B, C, h, w)`` (any resolution; callers resize).
-"""
+"""Models: built by name from the ``MODELS`` registry; every model follows the contract of
+:mod:`hparse.models.meta_arch` (losses when training, typed results when not)."""
 
 from __future__ import annotations
 
 from ..registry import Registry
 
 MODELS = Registry("model")
+INPUT_KEYS = ("pixel_mean", "pixel_std")  # config keys of every model (ParsingModel.set_input_normalization)
 
 
-def build_model(cfg: dict, num_classes: int):
-    """Build ``cfg['type']`` with the rest of ``cfg`` as keyword arguments."""
+def build_model(cfg: dict, meta, loss: list[dict] | None = None):
+    """Build ``cfg['type']`` for the label set ``meta``, the rest of ``cfg`` as keyword arguments;
+    ``loss`` is the config's loss list (omit it for inference)."""
     from ..errors import ConfigError
+    from .config_check import check_loss_config, check_model_config
 
     cfg = dict(cfg)
-    kind = cfg.pop("type", None)
+    kind = cfg.get("type")
     if kind is None:
         raise ConfigError("model config needs a 'type'")
     _import_all()
+    check_model_config(cfg)
+    if loss:
+        check_loss_config(loss)
+    cfg.pop("type")
+    norm = {k: cfg.pop(k) for k in INPUT_KEYS if k in cfg}
     try:
-        return MODELS.build(kind, num_classes=num_classes, **cfg)
+        model = MODELS.build(kind, meta, loss=loss, **cfg)
     except TypeError as e:
         raise ConfigError(f"model {kind}: {e}") from e
+    model.set_input_normalization(**norm)
+    return model
 
 
 def _import_all() -> None:

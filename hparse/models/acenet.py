@@ -41,11 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import MODELS
-from .backbones import build_backbone
 from .blocks import (
-    PPM,
     SE,
-    CE2PDecoder,
     ChannelAttention,
     ChannelShuffle,
     ConvBNAct,
@@ -53,6 +50,8 @@ from .blocks import (
     NonLocal2d,
     upsample_like,
 )
+from .ce2p import CE2PTrunk
+from .meta_arch import ParsingModel, boundary_heatmap, point_heatmaps
 
 LOCAL_MODULES = ("none", "lcm", "channel_attention", "concat_skeleton", "se")
 GLOBAL_MODULES = ("none", "gem", "spatial_attention", "concat_boundary")
@@ -193,11 +192,11 @@ class SkeletonBranch(nn.Module):
 
 
 @MODELS.register("acenet")
-class ACENet(nn.Module):
+class ACENet(ParsingModel):
     """ACENet; see the module docstring.
 
     Args:
-        num_classes: parsing classes.
+        meta: the label set (its classes are the parsing classes); loss: the config's loss list.
         backbone: backbone config (default: deep-stem ResNet-101, OS16).
         ppm_ch, ppm_stage_ch: PPM output / per-bin widths.
         decoder_ch: ``C``, the width of the basic parsing features P (and of E, LCM/GEM outputs).
@@ -215,14 +214,18 @@ class ACENet(nn.Module):
             E or S); off only for a plain PPM baseline without the ``edge`` / ``structure`` losses.
     """
 
-    def __init__(self, num_classes: int, backbone: dict | None = None, ppm_ch: int = 512, ppm_stage_ch: int = 512,
+    extra_outputs = ("edge", "structure")
+    renamed_weights = {"backbone.": "trunk.backbone.", "context.": "trunk.context.", "decoder.": "trunk.decoder."}
+
+    def __init__(self, meta, loss: list[dict] | None = None, backbone: dict | None = None, ppm_ch: int = 512,
+                 ppm_stage_ch: int = 512,
                  decoder_ch: int = 256, low_reduce: int = 48, edge_ch: int = 256,
                  edge_levels: Sequence[str] = ("c3", "c4"), skeleton_ch: int = 256, num_points: int | None = None,
                  local: str = "lcm", lcm_gc: bool = True, lcm_n: int = 64, lcm_k: int = 7,
                  global_module: str = "gem", gem_d: int = 64, affinity_scale: str = "none",
                  fusion_ch: int = 256, dropout: float = 0.1, act: str = "leaky",
                  edge_branch: bool = True, skeleton_branch: bool = True):
-        super().__init__()
+        super().__init__(meta, loss)
         if local not in LOCAL_MODULES:
             raise ValueError(f"local must be one of {LOCAL_MODULES}, got {local!r}")
         if global_module not in GLOBAL_MODULES:
@@ -231,16 +234,15 @@ class ACENet(nn.Module):
             raise ValueError(f"local={local!r} reads the skeleton features: skeleton_branch must be on")
         if global_module in ("gem", "concat_boundary") and not edge_branch:
             raise ValueError(f"global_module={global_module!r} reads the boundary features: edge_branch must be on")
-        self.num_classes = num_classes
+        num_classes = self.num_classes
         self.num_points = num_classes - 1 if num_points is None else int(num_points)
         self.local, self.global_module = local, global_module
         c = decoder_ch
 
-        backbone = dict(backbone or {"name": "resnet101", "deep_stem": True, "output_stride": 16})
-        self.backbone = build_backbone(backbone.pop("name"), **backbone)
-        ch = self.backbone.out_channels
-        self.context = PPM(ch["c5"], ppm_ch, stage_ch=ppm_stage_ch, act=act)
-        self.decoder = CE2PDecoder(num_classes, ppm_ch, ch["c2"], c, low_reduce, act=act)
+        # basic parsing network: CE2P's trunk without its edge module (the boundary decoder below replaces it)
+        self.trunk = CE2PTrunk(num_classes, backbone, ppm_ch, ppm_stage_ch, decoder_ch=c, low_reduce=low_reduce,
+                               act=act, edge=False)
+        ch = self.trunk.backbone.out_channels
 
         self.edge_levels = tuple(edge_levels)
         self.boundary = (BoundaryDecoder([ch[k] for k in self.edge_levels], edge_ch, c, act=act)
@@ -290,10 +292,10 @@ class ACENet(nn.Module):
             return self.global_block(torch.cat([p, upsample_like(e, p)], dim=1))
         return self.global_block(p)  # spatial_attention
 
-    def forward(self, x: torch.Tensor) -> dict:
-        f = self.backbone(x)
-        coarse, p = self.decoder(self.context(f["c5"]), f["c2"])  # basic parsing: logits, features P
-        out = {"parsing_aux": coarse}
+    def network(self, x: torch.Tensor) -> dict:
+        t = self.trunk(x)
+        f, p = t["features"], t["decoder_features"]  # basic parsing features P
+        out = {"parsing_aux": t["parsing_aux"]}
         e = s = None
         if self.boundary is not None:
             out["edge"], e = self.boundary([f[k] for k in self.edge_levels], f["c2"])
@@ -305,4 +307,12 @@ class ACENet(nn.Module):
         if self.global_block is not None:
             feats.append(self._global(p, e))
         out["parsing"] = self.fusion(torch.cat(feats, dim=1) if feats else p)
+        return out
+
+    def postprocess(self, extras: dict) -> dict:
+        out = {}
+        if "edge" in extras:
+            out["boundary"] = boundary_heatmap(extras["edge"])
+        if "structure" in extras:
+            out["structure"] = point_heatmaps(extras["structure"])
         return out

@@ -68,13 +68,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..labels import DatasetMeta, get_meta
+from ..labels import DatasetMeta
+from ..structures import ScoreTable
 from . import MODELS
 from .backbones import build_backbone
 from .blocks import ASPP, SE, ConvBNAct, upsample_like
+from .meta_arch import ParsingModel, label_map
 
 LEVELS = (1, 2, 3)
 SOURCES = ("direct", "td", "bu")
+SOURCE_NAMES = ("direct", "top-down", "bottom-up")
 # mode -> (extra inference processes, how a node's sources are combined)
 MODES: dict[str, tuple[tuple[str, ...], str | None]] = {
     "backbone": ((), None),
@@ -95,8 +98,7 @@ class Hierarchy:
     ``groups[l][v]``: the level-1 classes under node ``v``; ``luts[l]``: 256-entry part label -> level label.
     """
 
-    def __init__(self, meta: DatasetMeta | str):
-        meta = get_meta(meta)
+    def __init__(self, meta: DatasetMeta):
         if not meta.hierarchy:
             raise ValueError(f"label set {meta.name!r} has no hierarchy")
         self.meta = meta
@@ -126,10 +128,10 @@ class Hierarchy:
         return [f"l{lvl}:{n}" for lvl in LEVELS for n in self.names[lvl]]
 
 
-def level_label_maps(label_set: DatasetMeta | str) -> dict[int, tuple[tuple[str, ...], np.ndarray]]:
+def level_label_maps(meta: DatasetMeta) -> dict[int, tuple[tuple[str, ...], np.ndarray]]:
     """``{level: (class names, 256-entry uint8 LUT part label -> level label)}`` for levels 1-3; ignore stays
     ``meta.ignore_index``.  Score a model's ``level2`` output against ``lut[label]`` with ``names`` as classes."""
-    h = Hierarchy(label_set)
+    h = Hierarchy(meta)
     return {lvl: (h.names[lvl], h.luts[lvl]) for lvl in LEVELS}
 
 
@@ -176,12 +178,12 @@ class NodeGates(nn.Module):
 
 
 @MODELS.register("cnif")
-class CNIF(nn.Module):
+class CNIF(ParsingModel):
     """CNIF; see the module docstring.
 
     Args:
-        num_classes: level-1 classes; must equal the label set's.
-        label_set: name of the label set whose hierarchy the model follows (e.g. ``lip``, ``ccp15``).
+        meta: the label set; its classes are level 1 and its hierarchy gives levels 2-3.
+        loss: the config's loss list.
         mode: ``backbone``, ``direct``, ``direct_bu``, ``direct_td``, ``direct_bu_td``, ``fixed``, ``full``.
         backbone: backbone config (default: deep-stem ResNet-101 at OS16).
         aspp_dilations, aspp_branch_ch: ASPP rates (OS16: 6, 12, 18) and branch width (default ``feat_ch``).
@@ -192,22 +194,22 @@ class CNIF(nn.Module):
         message: ``prob`` (softmax of the direct logits) or ``logit`` -- what top-down/bottom-up read.
     """
 
-    def __init__(self, num_classes: int, label_set: str = "lip", mode: str = "full", backbone: dict | None = None,
+    extra_outputs = ("level2", "level3", "gates")
+
+    def __init__(self, meta: DatasetMeta, loss: list[dict] | None = None, mode: str = "full",
+                 backbone: dict | None = None,
                  aspp_dilations=(6, 12, 18), aspp_branch_ch: int | None = None, feat_ch: int = 512,
                  level_ch: int = 512, se_reduction: int = 16, head_ch: int = 128, td_ch: int = 64, bu_ch: int = 64,
                  fusion_ch: int = 32, head_sharing: str = "level", message: str = "prob"):
-        super().__init__()
+        super().__init__(meta, loss)
         if mode not in MODES:
             raise ValueError(f"cnif: unknown mode {mode!r}; choose from {', '.join(MODES)}")
         if head_sharing not in ("level", "node"):
             raise ValueError(f"cnif: head_sharing must be 'level' or 'node', not {head_sharing!r}")
         if message not in ("prob", "logit"):
             raise ValueError(f"cnif: message must be 'prob' or 'logit', not {message!r}")
-        self.hierarchy = hier = Hierarchy(label_set)
-        if num_classes != hier.sizes[1]:
-            raise ValueError(f"cnif: num_classes={num_classes} but label set {hier.meta.name!r} has "
-                             f"{hier.sizes[1]} classes (set model.label_set)")
-        self.num_classes, self.mode, self.message = num_classes, mode, message
+        self.hierarchy = hier = Hierarchy(meta)
+        self.mode, self.message = mode, message
         extra, self.fusion = MODES[mode]
         self.levels = (1,) if mode == "backbone" else LEVELS
         shared = head_sharing == "level"
@@ -281,7 +283,7 @@ class CNIF(nn.Module):
         lp = logits.log_softmax(1)
         return torch.stack([lp[:, g].logsumexp(1) for g in self.hierarchy.groups[lvl]], 1)
 
-    def forward(self, x: torch.Tensor) -> dict:
+    def network(self, x: torch.Tensor) -> dict:
         hier = self.hierarchy
         f = self.backbone(x)
         h = upsample_like(self.aspp(f["c5"]), f["c3"], align_corners=True) + self.alpha * self.low_proj(f["c3"])
@@ -341,4 +343,13 @@ class CNIF(nn.Module):
         out["parsing"], out["level2"], out["level3"] = fused[1], fused[2], fused[3]
         if gates:
             out["gates"] = torch.cat(gates, 1)
+        return out
+
+    def postprocess(self, extras: dict) -> dict:
+        """Levels 2-3 as label maps; the gates as a (node, source) table."""
+        names = self.hierarchy.names
+        out = {f"level{lvl}": label_map(extras[f"level{lvl}"], names[lvl]) for lvl in (2, 3)
+               if f"level{lvl}" in extras}
+        if "gates" in extras:
+            out["gates"] = ScoreTable(extras["gates"].float().cpu().numpy(), tuple(self.node_names), SOURCE_NAMES)
         return out

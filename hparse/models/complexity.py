@@ -135,7 +135,8 @@ def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 512, 512), *
                per_module: dict[str, int] | None = None) -> int:
     """Multiply-accumulates of one forward pass on a zero tensor of ``input_size`` (or on ``inputs``).
 
-    The model may return anything (tensor, dict, tuple).  ``per_module``, when a dict, is filled with the
+    The model may return anything (tensor, dict, tuple); for an hparse model its ``network`` is run.
+    ``per_module``, when a dict, is filled with the
     MACs of each counted leaf module by qualified name; matmul MACs (``include_matmul``) go to the innermost
     module whose ``forward`` made the call (``""`` for the model itself).
     """
@@ -187,15 +188,16 @@ def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 512, 512), *
             key = stack[-1] if stack else ""
             per_module[key] = per_module.get(key, 0) + n
 
+    run = getattr(model, "network", model)  # hparse models: the network on a normalised batch
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             if include_matmul:
                 with _MatmulCounter(add_matmul):
-                    model(x)
+                    run(x)
             else:
-                model(x)
+                run(x)
     finally:
         for h in handles:
             h.remove()

@@ -18,9 +18,10 @@ reference-notes A.2).
 
 Outputs: ``{"parsing", "parsing_low"[, "parsing_mid"]}`` -- generator outputs only.
 
-**Discriminators** live in ``model.discriminators`` (an ``nn.ModuleDict``), are *not* run by
-``forward``, and are trained by ``hparse.engine.adversarial``. ``model.adversarial_inputs`` maps each
-discriminator to the output it judges. A discriminator sees ``concat(label map (C ch), RGB image resized
+**Discriminators** form the model's training companion (``model.training_companion()``, an
+:class:`~hparse.models.adversarial.AdversarialCritic`): built with the generator, trained beside it by the
+trainer's adversarial hook, never part of the model's weights or of an exported network. ``critic.inputs`` maps
+each discriminator to the output it judges. A discriminator sees ``concat(label map (C ch), RGB image resized
 to the map's size (3 ch))``: real = one-hot ground truth, fake = softmax of the output. All are
 ``ConvDiscriminator`` stacks of 4x4 convs (padding 1) with LeakyReLU(0.2) and InstanceNorm(affine=False)
 after every conv except the first and the scoring one (pix2pix), xavier-normal init:
@@ -51,7 +52,8 @@ the stem skip ``x1`` is taken after the stem ReLU (the code: before it).
 
 The adversarial objective (Eq. 4), the D optimiser and the other code quirks (detached macro loss, D
 stepping on 10 % of iterations, sharpened softmax fed to D) are training options: see
-``hparse.engine.adversarial`` and ``train.adversarial`` in ``configs/_mman_light_base.yaml``.
+``hparse.models.adversarial``, ``hparse.engine.hooks.AdversarialHook`` and ``train.adversarial`` in
+``configs/_mman_light_base.yaml``.
 Table 4's metrics: ``hparse.metrics.semantic.isolated_pixel_rate`` / ``IPRMeter`` (IPR; we count the
 isolated pixels of every label, background included -- a background "hole" inside an arm is local
 inconsistency -- over all non-ignored pixels; ``foreground_only=True`` for the foreground variant) and
@@ -69,8 +71,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import MODELS
+from .adversarial import AdversarialCritic
 from .backbones import ResNet, build_backbone
 from .blocks import upsample_like
+from .meta_arch import ParsingModel
 
 #: discriminator kind -> (generator output it judges, architecture)
 DISCRIMINATOR_KINDS: dict[str, tuple[str, str]] = {
@@ -220,11 +224,11 @@ def _stem_channels(b: ResNet) -> int:
 
 
 @MODELS.register("mman")
-class MMAN(nn.Module):
+class MMAN(ParsingModel):
     """Do-DeepLab-ASPP generator + MMAN discriminators; see the module docstring.
 
     Args:
-        num_classes: C.
+        meta: the label set (C classes); loss: the config's loss list.
         backbone: backbone config (a ResNet); default ``{name: resnet101, output_stride: 16}``.
         decoder_channels: widths of the 4 decoder blocks (1/16, 1/8, 1/4, 1/2); default the skip widths.
         skip_channels: widths of the 1x1 skip convs on (c4, c3, c2, x1); default their input widths.
@@ -239,16 +243,16 @@ class MMAN(nn.Module):
         keep_bn_training: the code's quirk: BatchNorm stays in training mode under ``eval()``.
     """
 
-    known_discriminators = tuple(DISCRIMINATOR_KINDS)
+    renamed_weights = {"discriminators.": None}  # checkpoints of versions that kept D inside the model
 
-    def __init__(self, num_classes: int, backbone: dict | None = None,
+    def __init__(self, meta, loss: list[dict] | None = None, backbone: dict | None = None,
                  decoder_channels: Sequence[int] | None = None, skip_channels: Sequence[int] | None = None,
                  aspp_dilations: Sequence[int] = (2, 4, 6), decoder_dropout: float = 0.5,
                  init_std: float | None = 0.001, variant: str = "mman",
                  discriminators: Sequence[str] | None = None, ndf: int = 64, global_size: int = 256,
                  global_max_mult: int = 4, keep_bn_training: bool = False, image_channels: int = 3):
-        super().__init__()
-        self.num_classes = num_classes
+        super().__init__(meta, loss)
+        num_classes = self.num_classes
         backbone = dict(backbone or {"name": "resnet101", "output_stride": 16})
         self.backbone = build_backbone(backbone.pop("name"), **backbone)
         if not isinstance(self.backbone, ResNet):
@@ -275,13 +279,13 @@ class MMAN(nn.Module):
         for n in names:
             if n not in DISCRIMINATOR_KINDS:
                 raise ValueError(f"unknown discriminator {n!r}; known: {', '.join(DISCRIMINATOR_KINDS)}")
-        self.adversarial_inputs = {n: DISCRIMINATOR_KINDS[n][0] for n in names}
-        self.mid_head = (nn.Conv2d(dec[2] + sk[2], num_classes, 1)
-                         if "parsing_mid" in self.adversarial_inputs.values() else None)
+        inputs = {n: DISCRIMINATOR_KINDS[n][0] for n in names}
+        self.mid_head = nn.Conv2d(dec[2] + sk[2], num_classes, 1) if "parsing_mid" in inputs.values() else None
         self._init_generator(init_std)
-        self.discriminators = nn.ModuleDict({
+        critic = AdversarialCritic({
             n: build_discriminator(DISCRIMINATOR_KINDS[n][1], num_classes + image_channels, ndf, global_size,
-                                   global_max_mult) for n in names})
+                                   global_max_mult) for n in names}, inputs, known=tuple(DISCRIMINATOR_KINDS))
+        self.__dict__["critic"] = critic  # not a submodule: outside the model's weights and exports
         self.keep_bn_training = keep_bn_training
 
     def _init_generator(self, std: float | None) -> None:
@@ -310,7 +314,7 @@ class MMAN(nn.Module):
         c4 = b.layer3(c3)
         return [s, c2, c3, c4, b.layer4(c4)]
 
-    def forward(self, x: torch.Tensor) -> dict:
+    def network(self, x: torch.Tensor) -> dict:
         x1, c2, c3, c4, c5 = self.encode(x)
         out = {"parsing_low": self.aspp(c5)}
         y = c5
@@ -331,15 +335,6 @@ class MMAN(nn.Module):
                     m.train(True)
         return self
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """As ``nn.Module``'s, but a state without any ``discriminators.*`` key (a generator-only export, a
-        baseline checkpoint for a warm start) loads strictly into the generator and leaves the
-        discriminators as initialised."""
-        if strict and len(self.discriminators) and not any(k.startswith("discriminators.") for k in state_dict):
-            result = super().load_state_dict(state_dict, strict=False, assign=assign)
-            missing = [k for k in result.missing_keys if not k.startswith("discriminators.")]
-            if missing or result.unexpected_keys:
-                raise RuntimeError(f"Error(s) in loading state_dict for MMAN: missing keys {missing}, "
-                                   f"unexpected keys {result.unexpected_keys}")
-            return result
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+    def training_companion(self) -> AdversarialCritic | None:
+        """The discriminators of this variant (None for the baseline)."""
+        return self.critic if len(self.critic) else None

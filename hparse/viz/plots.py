@@ -157,22 +157,23 @@ def plot_adversarial_curves(run_dir: str | Path, out_png: str | Path, smooth: in
     return adversarial_curves_plot(records, out_png, gan_loss, smooth, title=run_dir.name)
 
 
-def gates_image(gates: np.ndarray, node_names, title: str = "fusion gates") -> np.ndarray:
-    """CNIF's gates of one image (the paper's Fig. 4c) as an RGB bar chart: one group per node, bars for the
-    direct, top-down and bottom-up gates (0 = no such source)."""
+def score_table_image(values: np.ndarray, rows, cols, title: str = "") -> np.ndarray:
+    """A (rows, cols) table of scores in [0, 1] as an RGB grouped bar chart: one group per row, one bar per
+    column (e.g. CNIF's fusion gates per node and source, the paper's Fig. 4c; 0 = no such source)."""
     plt = _plt()
-    g = np.asarray(gates, dtype=np.float32)
-    n = len(g)
+    g = np.asarray(values, dtype=np.float32)
+    n, k = g.shape
+    width = 0.8 / k
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * n + 2), 3.2))
     x = np.arange(n)
-    for k, (name, colour) in enumerate(zip(("direct", "top-down", "bottom-up"), ("#4c72b0", "#dd8452", "#55a868"))):
-        ax.bar(x + (k - 1) * 0.27, g[:, k], width=0.27, label=name, color=colour)
-    ax.set_xticks(x, list(node_names)[:n] if node_names else [str(i) for i in x], rotation=60, ha="right",
-                  fontsize=7)
+    colours = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
+    for j, name in enumerate(cols):
+        ax.bar(x + (j - (k - 1) / 2) * width, g[:, j], width=width, label=name, color=colours[j % len(colours)])
+    ax.set_xticks(x, list(rows)[:n] if rows else [str(i) for i in x], rotation=60, ha="right", fontsize=7)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("gate")
+    ax.set_ylabel("score")
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=3, loc="upper right")
+    ax.legend(fontsize=7, ncol=k, loc="upper right")
     fig.tight_layout()
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ...registry import Registry
 from .mobilenet import InvertedResidual, MobileNetV2, mobilenetv2
+from .registry import BACKBONES
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50, resnet101
-
-BACKBONES = Registry("backbone")
-for _name, _fn in (("resnet18", resnet18), ("resnet34", resnet34), ("resnet50", resnet50),
-                   ("resnet101", resnet101), ("mobilenetv2", mobilenetv2)):
-    BACKBONES.register(_name)(_fn)
 
 
 def build_backbone(name: str, **kw) -> nn.Module:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .registry import BACKBONES
+
 NormLayer = Callable[[int], nn.Module]
 
 # (expand ratio t, channels c, repeats n, stride s) -- the MobileNetV2 paper's table 2
@@ -156,5 +158,6 @@ class MobileNetV2(nn.Module):
         return out
 
 
+@BACKBONES.register("mobilenetv2")
 def mobilenetv2(**kw) -> MobileNetV2:
     return MobileNetV2(**kw)

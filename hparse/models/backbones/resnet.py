@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .registry import BACKBONES
+
 NormLayer = Callable[[int], nn.Module]
 
 _OS_PRESETS: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -222,17 +224,21 @@ class ResNet(nn.Module):
         return out
 
 
+@BACKBONES.register("resnet18")
 def resnet18(**kw) -> ResNet:
     return ResNet(BasicBlock, (2, 2, 2, 2), **kw)
 
 
+@BACKBONES.register("resnet34")
 def resnet34(**kw) -> ResNet:
     return ResNet(BasicBlock, (3, 4, 6, 3), **kw)
 
 
+@BACKBONES.register("resnet50")
 def resnet50(**kw) -> ResNet:
     return ResNet(Bottleneck, (3, 4, 6, 3), **kw)
 
 
+@BACKBONES.register("resnet101")
 def resnet101(**kw) -> ResNet:
     return ResNet(Bottleneck, (3, 4, 23, 3), **kw)

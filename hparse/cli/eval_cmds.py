@@ -1,0 +1,141 @@
+"""``hparse eval CONFIG CHECKPOINT`` (run a model on a split) and ``hparse evaluate`` (score a folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import typer
+
+from ..errors import HParseError
+from .common import EXTRA_ARGS, check_convert, device_option, fail, report, setup_logging
+
+
+def eval_(ctx: typer.Context, config: str = typer.Argument(..., help="config (gives data and eval settings)"),
+          checkpoint: str = typer.Argument(..., help="checkpoint file or shipped model name"),
+          split: str = typer.Option(None, help="split to score (default: the config's val split)"),
+          tta: bool = typer.Option(False, help="multi-scale + flip (eval.tta_scales)"),
+          json_out: Path = typer.Option(None, "--json", help="write the scores as JSON"),
+          plot: Path = typer.Option(None, help="confusion-matrix PNG (default beside the checkpoint)"),
+          convert: str = typer.Option(None, help="map predictions through a label converter, e.g. lip:ppss",
+                                      callback=check_convert),
+          levels: bool = typer.Option(False, help="hierarchical models: also score hierarchy levels 2 and 3"),
+          low_res: bool = typer.Option(False, help="also mIoU with prediction and ground truth at 1/16 "
+                                                   "(the low-resolution mIoU of the adversarial parsing paper)"),
+          ipr: bool = typer.Option(False, help="also the isolated pixel rate (see README, Metrics)"),
+          device: str = device_option()):
+    """Score a checkpoint on a dataset split at the original resolution."""
+    from .. import config as C
+
+    setup_logging()
+    try:
+        cfg = C.load_config(config, ctx.args)
+        run = _run_eval(cfg, checkpoint, split, tta, convert, levels, low_res, ipr, device)
+    except (HParseError, KeyError, ValueError) as e:
+        fail(e)
+    _show_eval(run, tta, json_out)
+    _plot_confusion(run, checkpoint, plot)
+
+
+SHORTCUTS = {"low_res": "lowres", "ipr": "ipr", "levels": None}  # evaluator -> JSON file suffix (levels: per level)
+
+
+def _run_eval(cfg: dict, checkpoint, split, tta, convert, levels, low_res, ipr, device) -> SimpleNamespace:
+    from ..api import load
+    from ..data.convert import get_converter
+    from ..data.readers import build_reader
+    from ..engine.evaluate import evaluate_model, evaluators_for
+    from ..engine.inference import make_predictor
+
+    d = cfg["data"]
+    reader = build_reader(d["layout"], d["root"], split or d["val_split"] or "val", label_set=d["label_set"])
+    parser = load(checkpoint, device=device)
+    lut = get_converter(*convert.split(":")).lut() if convert else None
+    if lut is None and parser.meta.name != reader.meta.name:
+        raise HParseError(f"the model predicts {parser.meta.name!r} labels but the data is "
+                          f"{reader.meta.name!r}; pass --convert SRC:TGT")
+    shortcuts = [name for name, on in (("low_res", low_res), ("ipr", ipr), ("levels", levels)) if on]
+    evaluators = evaluators_for(cfg["eval"], reader.meta, shortcuts, label_map=lut)
+    pred = make_predictor(parser.model, cfg["eval"], parser.device, tta=tta, channels_last=parser.device == "cpu")
+    with_extras = any("extras" in e.output_keys for e in evaluators)
+    results = evaluate_model(lambda images: pred.outputs(images, with_extras), reader, evaluators)
+    return SimpleNamespace(reader=reader, results=results)
+
+
+def _show_eval(run: SimpleNamespace, tta: bool, json_out: Path | None) -> None:
+    reader = run.reader
+    typer.echo(f"{reader.meta.name} {reader.split}: {len(reader)} images, "
+               f"{'multi-scale + flip' if tta else 'single scale'}")
+    for name, res in run.results.items():
+        if name != next(iter(run.results)):
+            typer.echo(f"\n{name}")
+        if name == "levels":
+            for lvl, sc in res.levels.items():
+                report(sc, json_out.with_name(f"{json_out.stem}_level{lvl}.json") if json_out else None)
+            continue
+        stem = "" if name == "semantic" else "_" + SHORTCUTS.get(name, name)
+        report(res, json_out.with_name(f"{json_out.stem}{stem}.json") if json_out else None)
+
+
+def _plot_confusion(run: SimpleNamespace, checkpoint: str, plot: Path | None) -> None:
+    from ..viz.plots import confusion_matrix_plot
+
+    semantic = run.results.get("semantic")
+    if semantic is None:
+        return
+    ck_path = Path(checkpoint)
+    plot = plot or (ck_path.parent if ck_path.is_file() else Path(".")) / f"confusion_{run.reader.split}.png"
+    confusion_matrix_plot(semantic.confusion.matrix, run.reader.meta.classes, plot)
+    typer.echo(f"confusion matrix: {plot}")
+
+
+def evaluate(pred: Path = typer.Option(..., help="folder of predicted label PNGs (<id>.png), or of the "
+                                                "instance challenge folders (see --instance)"),
+             data: tuple[str, Path] = typer.Option(..., help="LAYOUT ROOT of the ground truth"),
+             split: str = typer.Option("val"), labels: str = typer.Option(None, help="label set"),
+             convention: str = typer.Option("ce2p", help="mIoU convention: ce2p, nan or d2"),
+             convert: str = typer.Option(None, help="map predictions through SRC:TGT first (semantic only)",
+                                         callback=check_convert),
+             instance: bool = typer.Option(None, "--instance/--semantic",
+                                           help="score instance folders (global_parsing, instance_parsing, "
+                                                "instance_segmentation, person_parsing): AP^r, AP^p, PCP, "
+                                                "human mask AP, mIoU (default: auto-detect)"),
+             one_to_one: bool = typer.Option(False, help="AP^r with one-to-one VOC matching (instance mode)"),
+             official_image_list: bool = typer.Option(
+                 True, "--official-image-list/--count-missing",
+                 help="AP^r: leave out images without a prediction, as the CIHP script does (default), or "
+                      "count their ground truth as missed"),
+             json_out: Path = typer.Option(None, "--json")):
+    """Score a folder of predictions against a dataset split (semantic label PNGs, or instance folders)."""
+    from ..data.convert import get_converter
+    from ..data.readers import build_reader
+    from ..engine.evaluate import evaluate_folder
+    from ..engine.evaluate_instances import evaluate_instance_folder, is_instance_folder
+
+    setup_logging()
+    if not pred.is_dir():
+        fail(f"--pred {pred}: no such folder")
+    try:
+        if instance is None:
+            instance = is_instance_folder(pred)
+        if instance and convert:
+            raise HParseError("--convert applies to semantic predictions only")
+        reader = build_reader(data[0], data[1], split, label_set=labels)
+        if instance:
+            scores = evaluate_instance_folder(pred, reader, convention=convention, one_to_one=one_to_one,
+                                              official_image_list=official_image_list)
+        else:
+            lut = get_converter(*convert.split(":")).lut() if convert else None
+            _, scores, missing = evaluate_folder(pred, reader, convention, label_map=lut)
+    except (HParseError, KeyError, ValueError) as e:
+        fail(e)
+    if instance:
+        typer.echo(f"{reader.meta.name} {split}: {len(reader)} images, instance-level predictions in {pred}")
+    else:
+        typer.echo(f"{reader.meta.name} {split}: {len(reader)} images, {len(missing)} without prediction")
+    report(scores, json_out)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval", context_settings=EXTRA_ARGS)(eval_)
+    app.command("evaluate")(evaluate)
