@@ -346,9 +346,9 @@ def _one_trainer_step(cfg, tmp_path):
 
 
 def test_light_training_step_through_trainer(tmp_path):
-    from tests.test_cnif import folder_dataset
+    from tests.test_engine import make_folder_dataset
 
-    root = folder_dataset(tmp_path / "data", n=4)
+    root = make_folder_dataset(tmp_path / "data", n=4)
     _one_trainer_step(_light_cfg_on(root, "folder", "pascal_person_part"), tmp_path)
 
 

@@ -15,6 +15,7 @@ from hparse.labels import CCP_TO_CCP15, DatasetMeta, get_meta, list_metas
 from hparse.losses import build_loss
 from hparse.models import build_model
 from hparse.models.cnif import MODES, SOURCES, Hierarchy, level_label_maps
+from tests.test_engine import make_folder_dataset
 
 # level-2 "upper-body" parts per label set: reference-notes A.4 (CIHP/VIP: torso-skin 10 is upper body, unlike
 # HHP's code), shared/data/README.md for ccp15; every other foreground class is lower body.
@@ -349,34 +350,12 @@ def test_paper_size_configs(name, label_set, n):
 
 # --- training ---------------------------------------------------------------------------------------------
 
-def folder_dataset(root, n=8, size=(48, 32), seed=0):
-    """A 'folder' layout dataset of blocky people with pascal_person_part labels."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    h, w = size
-    for i in range(n):
-        label = np.zeros((h, w), np.uint8)
-        x0 = int(rng.integers(2, w // 3))
-        label[4:12, x0 + 4:x0 + 10] = 1  # head
-        label[12:28, x0:x0 + 14] = 2  # torso
-        label[28:44, x0 + 1:x0 + 6] = 5
-        label[28:44, x0 + 8:x0 + 13] = 6
-        img = get_meta("pascal_person_part").palette()[label].astype(np.int16)
-        img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(root / "images" / f"{i:03d}.png")
-        Image.fromarray(label).save(root / "labels" / f"{i:03d}.png")
-    (root / "train.txt").write_text("\n".join(f"{i:03d}" for i in range(n)))
-    (root / "val.txt").write_text("\n".join(f"{i:03d}" for i in range(n // 2)))
-    return root
 
 
 def test_light_trainer_step(tmp_path):
     from hparse.engine.trainer import Trainer
 
-    root = folder_dataset(tmp_path / "data")
+    root = make_folder_dataset(tmp_path / "data")
     cfg = C.validate_config({
         "name": "tiny_cnif",
         "model": {"type": "cnif", "mode": "full", **TINY},
