@@ -22,11 +22,12 @@ def train(ctx: typer.Context, config: str = typer.Argument(..., help="config fil
                                       "if available)")):
     """Train a model: hparse train CONFIG key.sub=value ... (optional config overrides)."""
     from .. import config as C
-    from ..engine.trainer import Trainer
 
     setup_logging()
     try:
-        cfg = C.load_config(config, ctx.args)
+        cfg = C.load_config(config, ctx.args)  # before importing the training stack: a typo fails at once
+        from ..engine.trainer import Trainer
+
         trainer = Trainer(cfg, out_dir=out, device=device)
         trainer.start(resume, auto_resume, resume_anyway)
         result = trainer.train()
