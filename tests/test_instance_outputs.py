@@ -18,6 +18,7 @@ from hparse.errors import DataError, HParseError
 from hparse.evaluation import ground_truth_instances, is_instance_folder
 from hparse.io import instance_outputs as io
 from hparse.io.image import read_label
+from hparse.labels import get_meta
 from hparse.structures import PersonInstances
 
 from .fixtures_layouts import make_mhp, make_vip
@@ -58,7 +59,7 @@ def lines_have_pixels(root: Path, image_id: str) -> None:
 @pytest.mark.parametrize("image_id", ["0000001", "videoA/000000000026"])
 def test_challenge_folders_round_trip(tmp_path, image_id):
     persons = people()
-    paths = io.write_instance_outputs(tmp_path, image_id, persons, "ccp15", part_score="part")
+    paths = io.write_instance_outputs(tmp_path, image_id, persons, get_meta("ccp15"), part_score="part")
     assert all(p.is_file() for p in paths) and not list(tmp_path.rglob("*.tmp*"))
     lines_have_pixels(tmp_path, image_id)
     got = io.read_instance_outputs(tmp_path, image_id)

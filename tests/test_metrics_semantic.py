@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from hparse.labels import get_meta
 from hparse.metrics import (
     ConfusionMatrix,
     IPRMeter,
@@ -167,7 +168,7 @@ def test_to_dict_and_table():
     assert d["per_class"]["hat"]["gt_pixels"] == 3
     table = s.format_table()
     assert "glove" in table and "mIoU" in table and "50.00" in table and "F1" in table
-    lip = semantic_scores(np.eye(20, dtype=np.int64), class_names="lip")
+    lip = semantic_scores(np.eye(20, dtype=np.int64), class_names=get_meta("lip"))
     assert lip.class_names[0] == "background" and lip.class_names[19] == "right-shoe"
     assert "right-shoe" in lip.format_table()
     with pytest.raises(ValueError):

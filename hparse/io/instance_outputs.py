@@ -48,11 +48,10 @@ _SPLIT = re.compile(r"[,\s]+")
 
 
 def _palette(meta) -> np.ndarray:
-    from ..labels import PALETTES, get_meta
+    """The label set's palette (``meta``: a :class:`~hparse.labels.DatasetMeta`), VOC's without one."""
+    from ..labels import PALETTES
 
-    if meta is None:
-        return np.array(PALETTES["voc"], np.uint8)
-    return get_meta(meta).palette()
+    return np.array(PALETTES["voc"], np.uint8) if meta is None else meta.palette()
 
 
 def _path(root, folder: str, image_id: str, suffix: str) -> Path:

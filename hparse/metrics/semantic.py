@@ -224,12 +224,12 @@ class SemanticScores:
 
 
 def resolve_class_names(class_names, c: int) -> tuple[str, ...]:
+    """Names of a ``c``-class matrix: a sequence of names, a label set (its ``classes``) or None (ids)."""
     if class_names is None:
         return tuple(str(i) for i in range(c))
-    if isinstance(class_names, str):  # a registered label set, e.g. "lip"
-        from hparse.labels import get_meta
-
-        class_names = get_meta(class_names).classes
+    class_names = getattr(class_names, "classes", class_names)
+    if isinstance(class_names, str):
+        raise TypeError(f"class_names must be names or a label set, not the string {class_names!r}")
     names = tuple(str(n) for n in class_names)
     if len(names) != c:
         raise ValueError(f"{len(names)} class names for a {c}-class matrix")
