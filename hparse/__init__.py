@@ -9,11 +9,12 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 
-def load(name_or_checkpoint="default", device=None, tta=False):
-    """Load a parser: ``hparse.load("default").predict("photo.jpg")``."""
+def load(name_or_checkpoint="default", device=None, tta=False, **options):
+    """Load a parser: ``hparse.load("default").predict("photo.jpg")``; ``options``: see :func:`hparse.api.load`
+    (``backend``, ``batch_size``)."""
     from .api import load as _load
 
-    return _load(name_or_checkpoint, device=device, tta=tta)
+    return _load(name_or_checkpoint, device=device, tta=tta, **options)
 
 
 __all__ = ["load", "__version__"]

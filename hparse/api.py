@@ -9,19 +9,35 @@ import torch
 from PIL import Image
 
 from .devices import resolve_device
+from .engine import backends
 from .engine.checkpoint import SHIPPED, model_from_checkpoint, resolve_weights  # noqa: F401 (re-exported)
 from .engine.inference import make_predictor
+from .errors import HParseError
 from .io.image import read_image, to_rgb
 from .labels import DatasetMeta
 
 
 class Parser:
-    """A trained parser. ``predict`` takes paths, PIL images or HxWx3 uint8 RGB arrays."""
+    """A trained parser. ``predict`` takes paths, PIL images or HxWx3 uint8 RGB arrays.
+
+    ``backend``: what runs the network, ``"torch"`` (default here), ``"onnxruntime"`` or ``None`` for the fastest
+    installed (:func:`load`'s default; see :mod:`hparse.engine.backends`); ``batch_size``: images per forward
+    pass when ``predict`` gets a list.
+    """
 
     def __init__(self, model: torch.nn.Module, config: dict, meta: DatasetMeta, device: str = "cpu",
-                 tta: bool = False):
+                 tta: bool = False, backend: str | None = "torch", batch_size: int = 1):
+        if batch_size < 1:
+            raise HParseError(f"batch_size must be at least 1, got {batch_size}")
         self.model, self.config, self.meta, self.device = model, config, meta, device
-        self.predictor = make_predictor(model, config["eval"], device, tta=tta, channels_last=str(device) == "cpu")
+        self.batch_size = batch_size
+        self.backend = backends.resolve_backend(backend, model, device)
+        channels_last = str(device) == "cpu"
+        runner = None
+        if getattr(model, "task", "semantic") == "semantic":
+            runner = backends.make_runner(model, self.backend, config.get("model"), channels_last)
+        self.predictor = make_predictor(model, config["eval"], device, tta=tta, channels_last=channels_last,
+                                        runner=runner)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -46,16 +62,38 @@ class Parser:
         single = not isinstance(images, (list, tuple))
         return [self.as_rgb(im) for im in ([images] if single else images)], single
 
-    def predict(self, images, return_probs: bool = False):
-        """Semantic models: label map(s) (HxW uint8, input size); with ``return_probs`` also (C, H, W)
-        probabilities. Instance models: :class:`~hparse.structures.PersonInstances` per image.
-        A single image gives a single result, a list gives a list."""
+    def predict(self, images, return_probs: bool = False, probs_at: str = "image"):
+        """Semantic models: label map(s) (HxW uint8, input size); with ``return_probs`` also float16
+        probabilities, (C, H, W) at the input size or, with ``probs_at="network"``, (C, h, w) at the network's
+        resized size (no padding). Instance models: :class:`~hparse.structures.PersonInstances` per image.
+        A single image gives a single result, a list gives a list (run ``batch_size`` images at a time)."""
         arrays, single = self._arrays(images)
-        if getattr(self.model, "task", "semantic") == "instance":
-            out = self.predictor.predict(arrays)
-        else:
-            out = self.predictor.predict(arrays, return_probs=return_probs)
+        out = []
+        for start in range(0, len(arrays), self.batch_size):
+            chunk = arrays[start:start + self.batch_size]
+            if getattr(self.model, "task", "semantic") == "instance":
+                out += self.predictor.predict(chunk)
+            else:
+                out += self.predictor.predict(chunk, return_probs=return_probs, probs_at=probs_at)
         return out[0] if single else out
+
+    def use_int8(self, calibration, check=None, min_agreement: float = backends.MIN_INT8_AGREEMENT) -> float:
+        """Switch to the network quantised to int8 (ONNX Runtime, static, calibrated on ``calibration`` images)
+        if its labels agree with the current backend's on at least ``min_agreement`` of the pixels of ``check``
+        (default: the calibration images); otherwise raise :class:`HParseError` and keep the current backend.
+        Returns the measured agreement."""
+        calib = self._arrays(calibration)[0]
+        checks = calib if check is None else self._arrays(check)[0]
+        runner = backends.int8_runner(self.model, self.config.get("model"), self.predictor.resizer, calib)
+        reference = self.predictor.predict(checks)
+        current, self.predictor.runner = self.predictor.runner, runner
+        agreement = backends.label_agreement(self.predictor.predict(checks), reference)
+        if agreement < min_agreement:
+            self.predictor.runner = current
+            raise HParseError(f"int8 labels agree with {current.name} on {agreement:.2%} of the pixels, below "
+                              f"{min_agreement:.0%}: int8 not selected")
+        self.backend = runner.name
+        return agreement
 
     def predict_extras(self, images):
         """What the model outputs beyond the label map, per image at the input size (one pass, no TTA), as the
@@ -69,8 +107,10 @@ class Parser:
         return out[0] if single else out
 
 
-def load(name_or_checkpoint: str | Path = "default", device: str | None = None, tta: bool = False) -> Parser:
-    """Load a shipped model by name or any hparse checkpoint (``best.pt``, ``last.pt``)."""
+def load(name_or_checkpoint: str | Path = "default", device: str | None = None, tta: bool = False,
+         backend: str | None = None, batch_size: int = 1) -> Parser:
+    """Load a shipped model by name or any hparse checkpoint (``best.pt``, ``last.pt``). ``backend``:
+    ``"torch"``, ``"onnxruntime"`` (``pip install "hparse[onnx]"``; CPU) or ``None`` for the fastest installed."""
     device = resolve_device(device)
     model, cfg, meta = model_from_checkpoint(name_or_checkpoint, device)
-    return Parser(model, cfg, meta, device, tta=tta)
+    return Parser(model, cfg, meta, device, tta=tta, backend=backend, batch_size=batch_size)

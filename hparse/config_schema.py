@@ -126,6 +126,9 @@ class TrainConfig(OptimizerConfig):
     epochs: PositiveInt = 10
     max_steps: NonNegativeInt | None = None        # stop early, keeping the schedule (tests, smoke runs)
     amp: bool = True                               # mixed precision on CUDA
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    sync_bn: bool = False                          # SyncBatchNorm across GPU processes (torchrun)
+    find_unused_parameters: bool = False           # DDP: a model with weights its losses do not reach
     seed: NonNegativeInt = 0
     workers: NonNegativeInt = 2
     checkpoint_every: PositiveInt = 100            # steps
@@ -172,7 +175,8 @@ class ConfigSchema(Section):
 
 SECTIONS = tuple(ConfigSchema.model_fields)
 PIXEL_STATS = {"pixel_mean": Annotated[list[float], Field(min_length=3, max_length=3)],
-               "pixel_std": Annotated[list[PositiveFloat], Field(min_length=3, max_length=3)]}
+               "pixel_std": Annotated[list[PositiveFloat], Field(min_length=3, max_length=3)],
+               "norm": Literal["bn", "gn", "frozen_bn"]}  # the keys every model section takes
 
 
 # ---------------------------------------------------------------------------------------------------------

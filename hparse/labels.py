@@ -45,6 +45,114 @@ def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
 
 PALETTES = {"lip": LIP_PALETTE, "voc": voc_palette()}
 
+# Classes that touch on a body, per label set (by name; background touches everything): the default
+# palettes below keep them far apart. Made by ``python -m hparse.viz.palette_design NAME``, which also
+# says their smallest CIEDE2000 distances; tests/test_palettes.py holds them to it.
+_LIP_TOUCHING = {
+    "hat": ("hair", "sunglasses", "face", "scarf", "coat", "upper-clothes"),
+    "hair": ("sunglasses", "face", "upper-clothes", "dress", "coat", "scarf", "left-arm", "right-arm"),
+    "glove": ("coat", "upper-clothes", "dress", "pants", "skirt", "left-arm", "right-arm"),
+    "sunglasses": ("face",),
+    "upper-clothes": ("coat", "dress", "pants", "skirt", "scarf", "face", "left-arm", "right-arm"),
+    "dress": ("coat", "scarf", "face", "left-arm", "right-arm", "left-leg", "right-leg", "socks"),
+    "coat": ("pants", "skirt", "scarf", "face", "left-arm", "right-arm", "left-leg", "right-leg"),
+    "socks": ("pants", "skirt", "left-leg", "right-leg", "left-shoe", "right-shoe"),
+    "pants": ("left-leg", "right-leg", "left-shoe", "right-shoe", "left-arm", "right-arm"),
+    "scarf": ("face",),
+    "skirt": ("left-leg", "right-leg", "left-arm", "right-arm"),
+    "face": ("left-arm", "right-arm"),
+    "left-arm": ("right-arm",),
+    "left-leg": ("right-leg", "left-shoe", "right-shoe"),
+    "right-leg": ("left-shoe", "right-shoe"),
+    "left-shoe": ("right-shoe",),
+}
+TOUCHING: dict[str, dict[str, tuple[str, ...]]] = {
+    "lip": {**_LIP_TOUCHING, "jumpsuits": ("hair", "face", "scarf", "coat", "glove", "socks", "left-arm",
+                                           "right-arm", "left-leg", "right-leg", "left-shoe", "right-shoe")},
+    "cihp": {**_LIP_TOUCHING, "torso-skin": ("hair", "face", "scarf", "upper-clothes", "coat", "dress", "pants",
+                                             "skirt", "left-arm", "right-arm")},
+    "atr": {
+        "hat": ("hair", "sunglasses", "face", "scarf", "upper-clothes"),
+        "hair": ("sunglasses", "face", "upper-clothes", "dress", "scarf", "left-arm", "right-arm", "bag"),
+        "sunglasses": ("face",),
+        "upper-clothes": ("skirt", "pants", "dress", "belt", "face", "left-arm", "right-arm", "bag", "scarf"),
+        "skirt": ("belt", "left-leg", "right-leg", "left-arm", "right-arm", "bag"),
+        "pants": ("belt", "left-shoe", "right-shoe", "left-leg", "right-leg", "left-arm", "right-arm", "bag"),
+        "dress": ("belt", "face", "left-leg", "right-leg", "left-arm", "right-arm", "bag", "scarf"),
+        "belt": ("left-arm", "right-arm", "bag"),
+        "left-shoe": ("right-shoe", "left-leg", "right-leg"),
+        "right-shoe": ("left-leg", "right-leg"),
+        "face": ("scarf", "left-arm", "right-arm"),
+        "left-leg": ("right-leg", "bag"),
+        "left-arm": ("right-arm", "bag"),
+        "right-arm": ("bag",),
+        "bag": ("scarf",),
+    },
+    "pascal_person_part": {
+        "head": ("torso", "lower-arm"),
+        "torso": ("upper-arm", "lower-arm", "upper-leg"),
+        "upper-arm": ("lower-arm",),
+        "lower-arm": ("upper-leg",),
+        "upper-leg": ("lower-leg",),
+    },
+    "ppss": {
+        "hair": ("face", "upper-clothes", "arms"),
+        "face": ("upper-clothes", "arms"),
+        "upper-clothes": ("arms", "lower-clothes"),
+        "arms": ("lower-clothes",),
+        "lower-clothes": ("legs", "shoes"),
+        "legs": ("shoes",),
+    },
+    "ccp15": {
+        "hat": ("hair", "sunglasses", "skin", "coat", "upper-clothes", "scarf"),
+        "hair": ("sunglasses", "skin", "upper-clothes", "coat", "dress", "scarf", "bag", "accessories"),
+        "sunglasses": ("skin",),
+        "upper-clothes": ("coat", "dress", "skirt", "pants", "scarf", "skin", "bag", "accessories"),
+        "coat": ("dress", "skirt", "pants", "scarf", "skin", "bag", "accessories"),
+        "dress": ("skin", "bag", "accessories", "scarf", "socks"),
+        "skirt": ("skin", "socks", "bag", "accessories"),
+        "pants": ("shoes", "socks", "skin", "bag", "accessories"),
+        "socks": ("shoes", "skin"),
+        "shoes": ("skin",),
+        "bag": ("skin", "scarf", "accessories"),
+        "scarf": ("skin", "accessories"),
+        "skin": ("accessories",),
+    },
+}
+TOUCHING["vip"] = TOUCHING["cihp"]
+
+# CIEDE2000 minimum over touching pairs / over all pairs in the comments (palette_design prints them)
+DISTINCT_PALETTES: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "lip": (  # touching >= 30.4, any pair >= 18.8
+        (0, 0, 0), (17, 136, 153), (0, 238, 187), (221, 204, 0), (255, 0, 85), (34, 136, 0), (187, 51, 0),
+        (255, 0, 238), (187, 0, 136), (119, 85, 0), (0, 170, 255), (102, 85, 119), (85, 221, 238), (255, 204, 153),
+        (17, 68, 204), (221, 204, 238), (0, 238, 0), (255, 170, 170), (0, 102, 68), (153, 153, 136),
+    ),
+    "cihp": (  # touching >= 31.7, any pair >= 20.2
+        (0, 0, 0), (17, 187, 17), (255, 34, 17), (170, 0, 34), (153, 119, 255), (0, 170, 238), (0, 119, 0),
+        (255, 17, 187), (153, 17, 136), (204, 119, 0), (68, 238, 187), (102, 102, 119), (119, 102, 0),
+        (255, 204, 153), (17, 68, 204), (221, 204, 255), (0, 221, 238), (0, 102, 119), (204, 221, 0), (255, 153, 170),
+    ),
+    "atr": (  # touching >= 33.3, any pair >= 20.9
+        (0, 0, 0), (0, 221, 238), (170, 0, 17), (0, 153, 0), (238, 17, 204), (255, 85, 0), (153, 85, 0),
+        (0, 170, 255), (221, 204, 221), (136, 136, 255), (255, 153, 153), (255, 204, 153), (153, 51, 102),
+        (153, 187, 153), (0, 102, 68), (68, 85, 153), (119, 238, 0), (102, 102, 0),
+    ),
+    "pascal_person_part": (  # touching >= 46.3, any pair >= 29.3
+        (0, 0, 0), (0, 204, 255), (0, 238, 85), (221, 51, 0), (255, 187, 255), (238, 153, 17), (102, 119, 255),
+    ),
+    "ppss": (  # touching >= 45.3, any pair >= 29.3
+        (0, 0, 0), (17, 136, 0), (255, 204, 153), (238, 0, 136), (0, 153, 204), (119, 238, 0), (221, 85, 0),
+        (187, 153, 255),
+    ),
+    "ccp15": (  # touching >= 33.7, any pair >= 20.8
+        (0, 0, 0), (153, 68, 0), (0, 102, 0), (153, 119, 255), (238, 0, 170), (17, 187, 238), (17, 85, 187),
+        (102, 119, 102), (119, 102, 0), (119, 238, 0), (136, 0, 204), (255, 0, 0), (221, 204, 255), (255, 204, 153),
+        (68, 238, 187),
+    ),
+}
+DISTINCT_PALETTES["vip"] = DISTINCT_PALETTES["cihp"]
+
 
 @dataclass(frozen=True)
 class DatasetMeta:
@@ -88,11 +196,19 @@ class DatasetMeta:
         return len(self.joints)
 
     def palette(self, name: str | None = None) -> np.ndarray:
-        """(256, 3) uint8 colour table; ``name`` is 'lip' or 'voc' (default: the dataset's)."""
-        pal = PALETTES[name or self.palette_name]
+        """(256, 3) uint8 colour table for viewing. ``name``: 'lip' or 'voc' (:data:`PALETTES`); default: the
+        label set's distinct palette (:data:`DISTINCT_PALETTES`), else its ``palette_name`` table."""
+        pal = DISTINCT_PALETTES[self.name] if name is None and self.name in DISTINCT_PALETTES \
+            else PALETTES[name or self.palette_name]
         out = np.array(PALETTES["voc"], dtype=np.uint8)
         out[: len(pal)] = np.array(pal, dtype=np.uint8)
         return out
+
+    def touching_pairs(self) -> list[tuple[int, int]]:
+        """``(a, b)`` class ids (a < b) of parts that touch on a body (:data:`TOUCHING`; palette design)."""
+        ids = {c: i for i, c in enumerate(self.classes)}
+        near = TOUCHING.get(self.name, {})
+        return sorted({tuple(sorted((ids[a], ids[b]))) for a, bs in near.items() for b in bs})
 
     def flip_lut(self) -> np.ndarray:
         """256-entry lookup table that swaps left/right labels (255 stays 255)."""

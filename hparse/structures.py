@@ -42,7 +42,7 @@ def _rank_desc(scores: np.ndarray) -> np.ndarray:
 class PersonInstances:
     image_size: tuple[int, int]                       # (H, W)
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float64))  # kept float64: no new ties
     parsings: np.ndarray | None = None                # (N, H, W) uint8 part labels, 0 outside the person
     roi_parsings: np.ndarray | None = None            # (N, h, w) uint8 part labels over each box
     part_scores: np.ndarray | None = None             # (N, C) per-class confidences
@@ -58,7 +58,8 @@ class PersonInstances:
         """Ground truth as a prediction: one person per HxW label map (list or ``(M, H, W)`` array).
 
         Boxes are the tight boxes of each map's non-zero pixels (``x2``/``y2`` exclusive; an empty
-        map gets a zero box), scores default to 1. ``image_size`` is needed only for an empty list.
+        map gets a zero box), scores default to 1 and are kept as float64 (rounding them to float32 would
+        tie scores that differ). ``image_size`` is needed only for an empty list.
         """
         maps = [np.asarray(p) for p in person_labels]
         if maps:
@@ -78,7 +79,7 @@ class PersonInstances:
             rows, cols = np.flatnonzero(fg[k].any(1)), np.flatnonzero(fg[k].any(0))
             if rows.size:
                 boxes[k] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-        s = np.ones(n, np.float32) if scores is None else np.asarray(scores, np.float32).reshape(-1)
+        s = np.ones(n, np.float64) if scores is None else np.asarray(scores, np.float64).reshape(-1)
         if len(s) != n:
             raise ValueError(f"{len(s)} scores for {n} persons")
         return cls(image_size=(int(size[0]), int(size[1])), boxes=boxes, scores=s, parsings=parsings)

@@ -76,7 +76,7 @@ def test_challenge_folders_round_trip(tmp_path, image_id):
     np.testing.assert_array_equal(got.persons.parsings, persons.full_parsings()[keep])
     np.testing.assert_array_equal(got.persons.scores, persons.scores[keep])
     np.testing.assert_array_equal(got.persons.boxes, persons.boxes[keep])
-    assert got.persons.scores.dtype == np.float32 and got.persons.boxes.dtype == np.float32
+    assert got.persons.scores.dtype == np.float64 and got.persons.boxes.dtype == np.float32
     # the txt formats
     assert (tmp_path / io.HUMANS / f"{image_id}.txt").read_text().splitlines()[0] == repr(float(np.float32(0.9)))
     cls, score = (tmp_path / io.PARTS / f"{image_id}.txt").read_text().splitlines()[0].split()

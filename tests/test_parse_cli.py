@@ -49,7 +49,7 @@ def test_parse_folder_with_bad_files(checkpoint, tmp_path):
     out = tmp_path / "out"
     res = runner.invoke(app, ["parse", str(src), "--out", str(out), "--model", str(checkpoint), "--device", "cpu",
                               "--masks", "--probs", "--json"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output        # some inputs failed (exit code 1 since issue #21)
     assert "5 parsed, 0 skipped" in res.output and "2 failed" in res.output
     assert "corrupt.jpg" in res.output and "notes.jpg" in res.output
     for stem, size in [("gray", (40, 30)), ("rgba", (40, 30)), ("deep16", (40, 30)), ("palette", (40, 30)),
@@ -65,7 +65,7 @@ def test_parse_folder_with_bad_files(checkpoint, tmp_path):
         assert len(masks) == len([c for c in np.unique(label) if c != 0])
     # a second run skips what exists; --overwrite redoes it
     res = runner.invoke(app, ["parse", str(src), "--out", str(out), "--model", str(checkpoint), "--device", "cpu"])
-    assert res.exit_code == 0 and "0 parsed, 5 skipped" in res.output
+    assert res.exit_code == 1 and "0 parsed, 5 skipped" in res.output
     res = runner.invoke(app, ["parse", str(src / "gray.png"), "--out", str(out), "--model", str(checkpoint),
                               "--overwrite", "--device", "cpu"])
     assert res.exit_code == 0 and "1 parsed" in res.output

@@ -164,7 +164,8 @@ def test_select_and_from_person_labels():
     assert PersonInstances.from_person_labels([], image_size=(5, 6)).full_parsings().shape == (0, 5, 6)
     inst.part_scores = np.array([[0.1, 0.2], [0.3, 0.4]])
     s = inst.select(np.array([False, True]))
-    assert len(s) == 1 and s.scores[0] == np.float32(0.7) and s.part_scores.tolist() == [[0.3, 0.4]]
+    assert len(s) == 1 and s.scores[0] == 0.7 and s.scores.dtype == np.float64
+    assert s.part_scores.tolist() == [[0.3, 0.4]]
     s = inst.select([1, 0])
     np.testing.assert_array_equal(s.parsings[1], a)
     assert s.roi_parsings is None and s.quality is None

@@ -14,6 +14,7 @@ from . import (
     labels_cmd,
     models_cmd,
     parse_cmd,
+    serve_cmd,
     topdown_cmd,
     train_cmd,
 )
@@ -21,7 +22,7 @@ from .common import CONTEXT, HParseGroup
 
 app = typer.Typer(cls=HParseGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings=CONTEXT, help="hparse: human parsing (part segmentation) toolkit.")
-for _module in (labels_cmd, data_cmds, train_cmd, eval_cmds, parse_cmd, topdown_cmd, export_cmd, models_cmd):
+for _module in (labels_cmd, data_cmds, train_cmd, eval_cmds, parse_cmd, topdown_cmd, export_cmd, models_cmd, serve_cmd):
     _module.register(app)
 
 

@@ -23,14 +23,15 @@ def eval_(ctx: typer.Context, config: str = typer.Argument(..., help="config (gi
           low_res: bool = typer.Option(False, help="also mIoU with prediction and ground truth at 1/16 "
                                                    "(the low-resolution mIoU of the adversarial parsing paper)"),
           ipr: bool = typer.Option(False, help="also the isolated pixel rate (see README, Metrics)"),
-          device: str = device_option()):
+          device: str = device_option(),
+          backend: str = typer.Option(None, help="torch or onnxruntime (default: the fastest installed)")):
     """Score a checkpoint on a dataset split at the original resolution."""
     from .. import config as C
 
     setup_logging()
     try:
         cfg = C.load_config(config, ctx.args)
-        run = _run_eval(cfg, checkpoint, split, tta, convert, levels, low_res, ipr, device)
+        run = _run_eval(cfg, checkpoint, split, tta, convert, levels, low_res, ipr, device, backend)
     except (HParseError, KeyError, ValueError) as e:
         fail(e)
     _show_eval(run, tta, json_out)
@@ -40,7 +41,8 @@ def eval_(ctx: typer.Context, config: str = typer.Argument(..., help="config (gi
 SHORTCUTS = {"low_res": "lowres", "ipr": "ipr", "levels": None}  # evaluator -> JSON file suffix (levels: per level)
 
 
-def _run_eval(cfg: dict, checkpoint, split, tta, convert, levels, low_res, ipr, device) -> SimpleNamespace:
+def _run_eval(cfg: dict, checkpoint, split, tta, convert, levels, low_res, ipr, device,
+              backend=None) -> SimpleNamespace:
     from ..api import load
     from ..data.convert import get_converter
     from ..data.readers import build_reader
@@ -49,14 +51,15 @@ def _run_eval(cfg: dict, checkpoint, split, tta, convert, levels, low_res, ipr, 
 
     d = cfg["data"]
     reader = build_reader(d["layout"], d["root"], split or d["val_split"] or "val", label_set=d["label_set"])
-    parser = load(checkpoint, device=device)
+    parser = load(checkpoint, device=device, backend=backend)
     lut = get_converter(*convert.split(":")).lut() if convert else None
     if lut is None and parser.meta.name != reader.meta.name:
         raise HParseError(f"the model predicts {parser.meta.name!r} labels but the data is "
                           f"{reader.meta.name!r}; pass --convert SRC:TGT")
     shortcuts = [name for name, on in (("low_res", low_res), ("ipr", ipr), ("levels", levels)) if on]
     evaluators = evaluators_for(cfg["eval"], reader.meta, shortcuts, label_map=lut)
-    pred = make_predictor(parser.model, cfg["eval"], parser.device, tta=tta, channels_last=parser.device == "cpu")
+    pred = make_predictor(parser.model, cfg["eval"], parser.device, tta=tta, channels_last=parser.device == "cpu",
+                          runner=getattr(parser.predictor, "runner", None))
     with_extras = any("extras" in e.output_keys for e in evaluators)
     results = evaluate_model(lambda images: pred.outputs(images, with_extras), reader, evaluators)
     return SimpleNamespace(reader=reader, results=results)
@@ -92,7 +95,9 @@ def _plot_confusion(run: SimpleNamespace, checkpoint: str, plot: Path | None) ->
 def evaluate(pred: Path = typer.Option(..., help="folder of predicted label PNGs (<id>.png), or of the "
                                                 "instance challenge folders (see --instance)"),
              data: tuple[str, Path] = typer.Option(..., help="LAYOUT ROOT of the ground truth"),
-             split: str = typer.Option("val"), labels: str = typer.Option(None, help="label set"),
+             split: str = typer.Option("val", help="split to score: train, val, test, or any split whose list "
+                                                   "the layout has (e.g. test.txt / test_id.txt at the root)"),
+             labels: str = typer.Option(None, help="label set"),
              convention: str = typer.Option("ce2p", help="mIoU convention: ce2p, nan or d2"),
              convert: str = typer.Option(None, help="map predictions through SRC:TGT first (semantic only)",
                                          callback=check_convert),
@@ -126,14 +131,26 @@ def evaluate(pred: Path = typer.Option(..., help="folder of predicted label PNGs
                                               official_image_list=official_image_list)
         else:
             lut = get_converter(*convert.split(":")).lut() if convert else None
-            _, scores, missing = evaluate_folder(pred, reader, convention, label_map=lut)
+            out_of_range: dict[str, list[int]] = {}
+            _, scores, missing = evaluate_folder(pred, reader, convention, label_map=lut, out_of_range=out_of_range)
     except (HParseError, KeyError, ValueError) as e:
         fail(e)
     if instance:
         typer.echo(f"{reader.meta.name} {split}: {len(reader)} images, instance-level predictions in {pred}")
     else:
         typer.echo(f"{reader.meta.name} {split}: {len(reader)} images, {len(missing)} without prediction")
+        _report_out_of_range(out_of_range, reader.meta)
     report(scores, json_out)
+
+
+def _report_out_of_range(found: dict[str, list[int]], meta, shown: int = 20) -> None:
+    """One line per prediction holding class ids outside the label set (those pixels are not scored)."""
+    for path, ids in list(found.items())[:shown]:
+        typer.secho(f"  warning: {path}: class ids {ids} outside {meta.name} (0..{meta.num_classes - 1}); "
+                    "those pixels are not scored", fg="yellow", err=True)
+    if len(found) > shown:
+        typer.secho(f"  warning: {len(found) - shown} more predictions hold class ids outside {meta.name} "
+                    "(all are in the log)", fg="yellow", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,9 @@
-"""``hparse parse INPUTS... --out FOLDER``."""
+"""``hparse parse INPUTS... --out FOLDER``.
+
+Exit codes: 0 every image parsed (or already done with this model and these options), 1 some inputs failed
+(each named on stderr, the others parsed), 2 a usage mistake (bad option, unusable model, ``--out`` that is an
+input folder or would replace an input, nothing to parse).
+"""
 
 from __future__ import annotations
 
@@ -10,41 +15,65 @@ from ..errors import HParseError
 from .common import FAILURE, check_batch_size, check_out_dir, device_option, fail, palette_option, setup_logging
 
 
+def _choice(name: str, choices: tuple[str, ...]):
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            fail(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+        return value
+    return check
+
+
 def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or globs"),
-          out: Path = typer.Option(Path("outputs"), "--out", "-o", help="output folder", callback=check_out_dir),
+          out: Path = typer.Option(Path("outputs"), "--out", "-o", help="output folder (not an input folder)",
+                                   callback=check_out_dir),
           model: str = typer.Option("default", help="shipped model name or checkpoint path"),
           device: str = device_option(),
           batch_size: int = typer.Option(1, help="images per forward pass", callback=check_batch_size),
           tta: bool = typer.Option(False, help="multi-scale + flip test-time augmentation"),
-          overwrite: bool = typer.Option(False, help="redo images whose outputs exist"),
+          overwrite: bool = typer.Option(False, help="redo images already done with this model and options"),
           masks: bool = typer.Option(False, help="also write one binary PNG per class present"),
-          probs: bool = typer.Option(False, help="also write class probabilities (.npy, float16)"),
+          probs: bool = typer.Option(False, help="also write class probabilities (.npy, see --probs-format)"),
+          probs_format: str = typer.Option("f16", help="--probs as f16 (float16) or u8 (uint8 = round(p * 255))",
+                                           callback=_choice("--probs-format", ("f16", "u8"))),
+          probs_size: str = typer.Option("image", help="--probs at the image's size, or at the network's (the "
+                                                       "resized input, no padding; much smaller for big photos)",
+                                         callback=_choice("--probs-size", ("image", "network"))),
           sidecar: bool = typer.Option(False, "--json", help="also write a JSON sidecar with label names"),
           palette: str = palette_option(),
+          png_mode: str = typer.Option("palette", help="label PNGs: palette (indexed, coloured) or gray (8-bit grey, "
+                                                       "for OpenCV readers); the pixel is the class id either way",
+                                       callback=_choice("--png-mode", ("palette", "gray"))),
+          backend: str = typer.Option(None, help="torch or onnxruntime (default: the fastest installed)",
+                                      callback=_choice("--backend", ("torch", "onnxruntime"))),
           extras: bool = typer.Option(False, "--extras", "--levels",
                                       help="also write what the model outputs beyond the label map: "
                                            "boundary / structure-point heatmaps, hierarchy levels and gate "
                                            "charts, as the model provides")):
-    """Parse images: a label PNG (pixel = class id) and a colour overlay per image."""
+    """Parse images: a label PNG (pixel = class id) and a colour overlay per image. Exit code 0: all done,
+    1: some inputs failed (named), 2: usage mistake."""
     from ..api import load
+    from ..engine import distributed
     from ..engine.parse import extra_overlays, parse_files
+    from ..io.image import max_pixels
 
     setup_logging()
     try:
-        parser = load(model, device=device, tta=tta)
+        max_pixels()   # a malformed HPARSE_MAX_PIXELS is a usage mistake, before the model loads
+        parser = load(model, device=distributed.local_device(device) if device else None, tta=tta, backend=backend)
         rep = parse_files(parser, inputs, out, batch_size, overwrite, masks, probs, sidecar, palette,
-                          extras=extra_overlays if extras else None)
+                          extras=extra_overlays if extras else None, png_mode=png_mode, probs_format=probs_format,
+                          probs_size=probs_size)
     except HParseError as e:
         fail(e)
     _summary(rep, out)
 
 
 def _summary(rep, out: Path) -> None:
-    typer.echo(f"{len(rep.written)} parsed, {len(rep.skipped)} skipped (outputs exist), "
-               f"{len(rep.failed)} failed -> {out}")
+    typer.echo(f"{len(rep.written)} parsed, {len(rep.skipped)} skipped (done before with this model and these "
+               f"options), {len(rep.failed)} failed -> {out}")
     for path, why in rep.failed.items():
         typer.secho(f"  failed: {why}" if path in why else f"  failed: {path}: {why}", fg="yellow", err=True)
-    if not rep.written and not rep.skipped:
+    if rep.failed:
         raise typer.Exit(FAILURE)
 
 

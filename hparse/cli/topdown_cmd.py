@@ -18,22 +18,33 @@ def topdown(data: tuple[str, Path] = typer.Option(..., help="LAYOUT ROOT of a mu
                                                  "{id: [[x1, y1, x2, y2, score], ...]}"),
             context: float = typer.Option(0.1, help="box enlargement on each side (fraction of its size)"),
             device: str = device_option(), tta: bool = typer.Option(False),
+            png_mode: str = typer.Option("palette", help="PNGs of the challenge folders: palette (indexed) or gray "
+                                                         "(8-bit grey, same ids, for OpenCV readers)"),
+            mhp: bool = typer.Option(False, help="also write the LV-MHP-v2 submission layout (global_seg/, "
+                                                 "global_tag/, results.txt)"),
             evaluate: bool = typer.Option(True, help="score the written folder against the split")):
     """Two-stage top-down instance parsing: a single-person parser on each person box."""
     from ..api import load
     from ..data.readers import build_reader
     from ..engine.evaluate_instances import evaluate_instance_folder
     from ..engine.topdown import read_box_file, run_topdown
+    from ..io import instance_outputs as io
+    from ..io.image import PNG_MODES
 
     setup_logging()
+    if png_mode not in PNG_MODES:
+        fail(f"--png-mode must be one of {', '.join(PNG_MODES)} (got {png_mode!r})")
     try:
         reader = build_reader(data[0], data[1], split, label_set=labels)
         parser = load(model, device=device, tta=tta)
         if parser.meta.name != reader.meta.name:
             raise HParseError(f"the model predicts {parser.meta.name} labels but the data is read as "
                               f"{reader.meta.name}; pass --labels {parser.meta.name} if the data has them")
-        run_topdown(parser.predictor, reader, out, boxes if boxes == "gt" else read_box_file(boxes), context)
-        typer.echo(f"wrote {len(reader)} images -> {out}")
+        run_topdown(parser.predictor, reader, out, boxes if boxes == "gt" else read_box_file(boxes), context,
+                    png_mode=png_mode)
+        if mhp:
+            io.mhp_submission_from_folders(out, reader.ids)
+        typer.echo(f"wrote {len(reader)} images -> {out}" + (" (+ MHP submission layout)" if mhp else ""))
         if evaluate:
             report(evaluate_instance_folder(out, reader), out / "scores.json")
     except (HParseError, KeyError, ValueError) as e:

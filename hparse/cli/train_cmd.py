@@ -26,15 +26,20 @@ def train(ctx: typer.Context, config: str = typer.Argument(..., help="config fil
     setup_logging()
     try:
         cfg = C.load_config(config, ctx.args)  # before importing the training stack: a typo fails at once
+        from ..engine import distributed
         from ..engine.trainer import Trainer
 
-        trainer = Trainer(cfg, out_dir=out, device=device)
-        trainer.start(resume, auto_resume, resume_anyway)
-        result = trainer.train()
+        try:
+            trainer = Trainer(cfg, out_dir=out, device=device)
+            trainer.start(resume, auto_resume, resume_anyway)
+            result = trainer.train()
+        finally:
+            distributed.teardown()
     except HParseError as e:
         fail(e)
-    typer.echo(f"done: {trainer.out} (best {cfg['eval']['best_metric']} {100 * max(trainer.best, 0):.2f})")
-    typer.echo(json.dumps(result))
+    if trainer.rank == 0:
+        typer.echo(f"done: {trainer.out} (best {cfg['eval']['best_metric']} {100 * max(trainer.best, 0):.2f})")
+        typer.echo(json.dumps(result))
 
 
 def register(app: typer.Typer) -> None:

@@ -48,25 +48,39 @@ class ParsingDataset(Dataset):
 
 
 class EpochSampler(Sampler):
-    """A seeded permutation per epoch that can start part-way (for exact resume)."""
+    """A seeded permutation per epoch that can start part-way (for exact resume), shared by ``world`` processes:
+    the permutation is cut into batches of ``batch_size`` and process ``rank`` takes every ``world``-th batch
+    from its ``rank``-th, so the processes' batches of one step are the consecutive batches a single process
+    would take with ``world`` times the gradient accumulation. ``start`` counts this process's samples."""
 
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, batch_size: int = 1, rank: int = 0,
+                 world: int = 1):
         self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.batch_size, self.rank, self.world = batch_size, rank, world
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
-    def order(self) -> list[int]:
+    def permutation(self) -> list[int]:
         if not self.shuffle:
             return list(range(self.n))
         return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch)).tolist()
+
+    def order(self) -> list[int]:
+        """This process's samples of the epoch, in order (whole batches only when shared)."""
+        perm = self.permutation()
+        if self.world == 1:
+            return perm
+        b = self.batch_size
+        batches = [perm[i:i + b] for i in range(0, len(perm) - b + 1, b)]
+        return [i for batch in batches[self.rank::self.world] for i in batch]
 
     def __iter__(self):
         return iter(self.order()[self.start:])
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return len(self.order()) - self.start
 
 
 def collate(samples: list[dict]) -> dict:

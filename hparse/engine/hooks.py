@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..io.atomic import write_text_atomic
 from .optim import build_optimizer
 
 log = logging.getLogger("hparse.train")
@@ -65,17 +66,21 @@ class TensorBoardHook(Hook):
     def before_train(self, trainer) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        trainer.writer = SummaryWriter(str(trainer.out / "tb"), purge_step=trainer.step or None)
+        if trainer.rank == 0:
+            trainer.writer = SummaryWriter(str(trainer.out / "tb"), purge_step=trainer.step or None)
 
     def after_step(self, trainer, losses) -> None:
         w = trainer.writer
+        if w is None:
+            return
         w.add_scalar("train/loss", trainer.last_loss, trainer.step)
         w.add_scalar("train/lr", trainer.optimizer.param_groups[0]["lr"], trainer.step)
         for k, v in losses.items():
             w.add_scalar(f"train/{k}", float(v), trainer.step)
 
     def after_train(self, trainer) -> None:
-        trainer.writer.close()
+        if trainer.writer is not None:
+            trainer.writer.close()
 
 
 class CheckpointHook(Hook):
@@ -100,6 +105,13 @@ class ValidationHook(Hook):
         self.reader, self.evaluators, self.best_metric = reader, evaluators, best_metric
         self.every, self.progress = every, progress
 
+    def before_train(self, trainer) -> None:
+        """Cut ``metrics.jsonl`` back to the records of the checkpoint the run starts from (its history): a
+        validation written after that checkpoint, by a run interrupted before the next one, is redone."""
+        path = trainer.out / "metrics.jsonl"
+        if path.is_file() and getattr(trainer, "rank", 0) == 0:
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in trainer.history))
+
     def after_epoch(self, trainer) -> None:
         if trainer.epoch % self.every == 0 or trainer.epoch == trainer.epochs:
             self.validate(trainer)
@@ -121,8 +133,9 @@ class ValidationHook(Hook):
         for k, v in summary.items():
             if trainer.writer is not None and isinstance(v, float) and math.isfinite(v):
                 trainer.writer.add_scalar(f"val/{k}", v, trainer.step)
-        with open(trainer.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        if trainer.rank == 0:
+            with open(trainer.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
         value = best_metric_value(results, self.best_metric)
         if value > trainer.best:
             trainer.best = value
@@ -150,7 +163,7 @@ class CurvesHook(Hook):
     def after_epoch(self, trainer) -> None:
         from ..viz.plots import curves_plot
 
-        if not trainer.history or trainer.history[-1]["epoch"] != trainer.epoch:
+        if trainer.rank != 0 or not trainer.history or trainer.history[-1]["epoch"] != trainer.epoch:
             return
         try:
             keys = [k for k in ("miou", "pixel_acc", "mean_acc") if k in trainer.history[0]] or [
@@ -173,6 +186,20 @@ def _uniform(seed: int, step: int) -> float:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
     return ((z ^ (z >> 31)) >> 11) / float(1 << 53)
+
+
+def _average_gradients(module: nn.Module) -> None:
+    """Average ``module``'s gradients over the processes (a module outside DistributedDataParallel)."""
+    import torch.distributed as dist
+
+    from . import distributed
+
+    if distributed.world_size() == 1:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= distributed.world_size()
 
 
 class AdversarialHook(Hook):
@@ -223,6 +250,7 @@ class AdversarialHook(Hook):
             for g, base in zip(self.optimizer.param_groups, self.base_lrs):
                 g["lr"] = base * factor
             trainer.scaler.scale(d_loss).backward()
+            _average_gradients(self.critic)
             trainer.scaler.step(self.optimizer)
         with torch.autocast(trainer.device.type, enabled=trainer.amp):
             g_loss, g_logs = self.critic.g_loss(pairs)
@@ -231,7 +259,10 @@ class AdversarialHook(Hook):
 
     def after_step(self, trainer, losses) -> None:
         for k, v in self.logs.items():
-            trainer.writer.add_scalar(f"train/adv/{k}", v, trainer.step)
+            if trainer.writer is not None:
+                trainer.writer.add_scalar(f"train/adv/{k}", v, trainer.step)
+        if trainer.rank != 0:
+            return
         rec: dict = {"step": trainer.step, "epoch": trainer.epoch, "d_step": self.logs.get("d_step", 1.0)}
         for key, v in self.logs.items():
             if "/" in key:

@@ -2,11 +2,14 @@
 test-time geometry of hparse (used by ``hparse parse``, the Python API, evaluation and validation).
 
 An image is resized so its long side is ``long_side * scale`` (aspect kept), padded to a multiple of
-``size_divisor`` with the model's mean pixel (0 after the model's normalisation), run, cropped, and its
-logits upsampled bilinearly straight to the original size (reference-notes B.3). A
-flipped pass has its output flipped back and its left/right channels swapped from the label set (SCHP's
-procedure, B.2). Scores from all passes are averaged as logits (default) or as probabilities. Spatial
-extras take the same way back from the unflipped scale-1 pass; the model's ``postprocess`` decodes them.
+``size_divisor`` with the model's mean pixel (0 after the model's normalisation), run by a runner (the PyTorch
+model or an ONNX Runtime session, :mod:`hparse.engine.backends`), and its logits upsampled bilinearly to the
+padded input and cropped: scores at **network resolution**. A flipped pass has its output flipped back and its
+left/right channels swapped from the label set (SCHP's procedure, B.2). Passes are averaged as logits (default)
+or probabilities on the grid of the largest scale. Only then are the scores brought to the original size
+(bilinear, reference-notes B.3) -- in bands of rows, each argmaxed at once (:func:`upsample_argmax`), so time and
+memory beyond the label map are bounded by the network input, not the photo. Spatial extras take the same way
+back from the unflipped scale-1 pass (at full size); the model's ``postprocess`` decodes them.
 
 Instance models (``model.task == "instance"``) run through :class:`InstancePredictor`: one pass at
 ``long_side``, the model's :class:`~hparse.structures.PersonInstances` scaled back to the image.
@@ -14,57 +17,191 @@ Instance models (``model.task == "instance"``) run through :class:`InstancePredi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .backends import TorchRunner
 
-def make_predictor(model, eval_cfg: dict, device, tta: bool = False, channels_last: bool = False):
-    """The predictor of ``model`` with the settings of a config's ``eval`` section."""
+TILE_ELEMENTS = 1 << 22  # scores (or label pixels) per band when bringing scores to the image (16 MiB of float32)
+PROBS_AT = ("image", "network")
+
+
+def make_predictor(model, eval_cfg: dict, device, tta: bool = False, channels_last: bool = False, runner=None):
+    """The predictor of ``model`` with the settings of a config's ``eval`` section (``runner``: see
+    :class:`Predictor`)."""
     if getattr(model, "task", "semantic") == "instance":
         return InstancePredictor(model, eval_cfg["long_side"], device=device)
     return Predictor(model, long_side=eval_cfg["long_side"],
                      scales=eval_cfg["tta_scales"] if tta else eval_cfg["scales"], flip=tta or eval_cfg["flip"],
-                     average=eval_cfg["average"], device=device, channels_last=channels_last)
+                     average=eval_cfg["average"], device=device, channels_last=channels_last, runner=runner)
 
 
 class _Resizer:
     """Resize to the long side, pad with the model's mean pixel to a common, divisible size."""
 
-    def __init__(self, model, long_side: int, size_divisor: int, device, channels_last: bool = False):
+    def __init__(self, model, long_side: int, size_divisor: int, device):
         self.model, self.long_side, self.size_divisor = model, long_side, size_divisor
-        self.device, self.channels_last = torch.device(device), channels_last
+        self.device = torch.device(device)
+
+    def resized_size(self, image_size: Sequence[int], scale: float = 1.0) -> tuple[int, int]:
+        """``(h, w)`` of an image of ``image_size`` inside the network input at ``scale``."""
+        h, w = image_size[:2]
+        r = self.long_side * scale / max(h, w)
+        return max(1, round(h * r)), max(1, round(w * r))
+
+    def _resize(self, im: np.ndarray, size: tuple[int, int], scale: float) -> torch.Tensor:
+        antialias = self.long_side * scale / max(im.shape[:2]) < 1
+        im = np.ascontiguousarray(im, dtype=np.uint8)
+        im = im if im.flags.writeable else im.copy()   # torch.from_numpy wants a writeable array
+        t = torch.from_numpy(im).to(self.device).permute(2, 0, 1)[None]
+        # one channel at a time: a float copy of one plane only (the result is the same as all three at once)
+        return torch.cat([F.interpolate(t[:, c:c + 1].float(), size=size, mode="bilinear", align_corners=False,
+                                        antialias=antialias) for c in range(3)], 1)
 
     def batch(self, images: Sequence[np.ndarray], scale: float = 1.0) -> tuple[torch.Tensor, list]:
         """-> ``(B, 3, H, W)`` float 0..255 batch, per-image ``(h, w)`` inside it."""
-        sizes, tensors = [], []
-        for im in images:
-            h, w = im.shape[:2]
-            r = self.long_side * scale / max(h, w)
-            nh, nw = max(1, round(h * r)), max(1, round(w * r))
-            im = np.array(im, dtype=np.uint8, order="C", copy=not im.flags.writeable)
-            t = torch.from_numpy(im).to(self.device).permute(2, 0, 1)[None].float()
-            tensors.append(F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False, antialias=r < 1))
-            sizes.append((nh, nw))
+        sizes = [self.resized_size(im.shape, scale) for im in images]
         d = self.size_divisor
         H = -(-max(s[0] for s in sizes) // d) * d
         W = -(-max(s[1] for s in sizes) // d) * d
         canvas = self.model.pixel_mean.to(self.device).expand(len(images), 3, H, W).clone()
-        for i, (t, (h, w)) in enumerate(zip(tensors, sizes)):
-            canvas[i, :, :h, :w] = t[0]
-        if self.channels_last:
-            canvas = canvas.contiguous(memory_format=torch.channels_last)
+        for i, (im, (h, w)) in enumerate(zip(images, sizes)):
+            canvas[i, :, :h, :w] = self._resize(im, (h, w), scale)[0]
         return canvas, sizes
 
 
+# -- bilinear resizing in bands of rows --------------------------------------------------------------------------
+def _linear_taps(n_in: int, n_out: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear resizing ``n_in -> n_out`` along one axis (align_corners=False), computed in float32 as
+    ``F.interpolate`` does: ``(indices, weights)``, both (n_out, 2): output ``i`` is
+    ``weights[i, 0] * in[indices[i, 0]] + weights[i, 1] * in[indices[i, 1]]``."""
+    scale = torch.tensor(n_in, dtype=torch.float32) / n_out
+    src = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    i0 = src.long().clamp(max=n_in - 1)
+    i1 = torch.where(i0 < n_in - 1, i0 + 1, i0)
+    w1 = (src - i0).clamp(0, 1)
+    return torch.stack([i0, i1], 1).to(device), torch.stack([1 - w1, w1], 1).to(device)
+
+
+def _row_bands(height: int, channels: int, width: int, max_elements: int, start: int = 0) -> Iterator[slice]:
+    """Consecutive slices of rows ``start .. start + height`` holding at most ``max_elements`` values each (at
+    least one row)."""
+    step = max(1, max_elements // max(1, channels * width))
+    for r0 in range(start, start + height, step):
+        yield slice(r0, min(start + height, r0 + step))
+
+
+def _resize_rows(scores: torch.Tensor, row_taps, rows: slice, width: int) -> torch.Tensor:
+    """Output rows ``rows`` of ``scores`` (C, h, w) resized to (., width) with the rows' taps: (C, T, width)."""
+    index, weight = row_taps
+    lo, hi = int(index[rows.start, 0]), int(index[rows.stop - 1, 1]) + 1
+    wide = F.interpolate(scores[None, :, lo:hi].float(), size=(hi - lo, width), mode="bilinear",
+                         align_corners=False)[0]  # columns only: the rows keep their size
+    near, far = wide.index_select(1, index[rows, 0] - lo), wide.index_select(1, index[rows, 1] - lo)
+    return near.mul_(weight[rows, 0, None]).add_(far.mul_(weight[rows, 1, None]))
+
+
+def resized_row_bands(scores: torch.Tensor, size: Sequence[int],
+                      max_elements: int = TILE_ELEMENTS) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``scores`` (C, h, w) resized bilinearly (align_corners=False) to ``size`` (H, W), as ``(rows, band)``
+    pieces of at most ``max_elements`` values each: ``band`` is ``F.interpolate(scores, size)[:, rows]``
+    (the same numbers up to float rounding)."""
+    H, W = int(size[0]), int(size[1])
+    taps = _linear_taps(scores.shape[1], H, scores.device)
+    for rows in _row_bands(H, scores.shape[0], W, max_elements):
+        yield rows, _resize_rows(scores, taps, rows, W)
+
+
+def _corners_agree(label: torch.Tensor) -> torch.Tensor:
+    """(h, w) bool: the labels at ``(i, j)``, ``(i, j+1)``, ``(i+1, j)``, ``(i+1, j+1)`` (clamped) are equal."""
+    right = torch.cat([label[:, 1:], label[:, -1:]], 1)
+    same = label == right
+    return same & torch.cat([same[1:], same[-1:]], 0) & (label == torch.cat([label[1:], label[-1:]], 0))
+
+
+def _interpolate_at(pixels: torch.Tensor, width: int, row_taps, col_taps, ys: torch.Tensor,
+                    xs: torch.Tensor) -> torch.Tensor:
+    """(K, C) bilinear values at the output pixels ``(ys, xs)``; ``pixels`` is the (h * width, C) score table."""
+    y, wy = row_taps[0][ys], row_taps[1][ys]
+    x, wx = col_taps[0][xs], col_taps[1][xs]
+    corners = (y[:, :, None] * width + x[:, None, :]).view(-1)  # (y0, x0), (y0, x1), (y1, x0), (y1, x1)
+    weights = (wy[:, :, None] * wx[:, None, :]).view(-1, 4, 1)
+    return (pixels.index_select(0, corners).view(len(ys), 4, -1) * weights).sum(1)
+
+
+class _BandedArgmax:
+    """The argmax of bilinearly upsampled scores, one band of output rows at a time (see
+    :func:`upsample_argmax`)."""
+
+    def __init__(self, scores: torch.Tensor, size: Sequence[int], max_elements: int):
+        self.scores, self.size, self.max_elements = scores.float(), (int(size[0]), int(size[1])), max_elements
+        c, h, w = self.scores.shape
+        self.row_taps = _linear_taps(h, self.size[0], scores.device)
+        self.col_taps = _linear_taps(w, self.size[1], scores.device)
+        self.source_label = self.scores.max(0).indices.to(torch.uint8)
+        self.mixed_cells = ~_corners_agree(self.source_label)
+        self.pixels = self.scores.flatten(1).t().contiguous()  # (h * w, C): one pixel's scores side by side
+
+    def band(self, rows: slice) -> torch.Tensor:
+        """(T, W) uint8 labels of the output rows ``rows``."""
+        top, left = self.row_taps[0][rows, 0], self.col_taps[0][:, 0]
+        label = self.source_label.index_select(0, top).index_select(1, left)
+        ys, xs = self.mixed_cells.index_select(0, top).index_select(1, left).nonzero(as_tuple=True)
+        if len(ys) > label.numel() // 4:   # mostly label boundaries (noise-like scores): resize whole rows
+            return self.dense_band(rows)
+        chunk = max(1, self.max_elements // self.scores.shape[0])
+        for k in range(0, len(ys), chunk):
+            y, x = ys[k:k + chunk], xs[k:k + chunk]
+            at = _interpolate_at(self.pixels, self.scores.shape[2], self.row_taps, self.col_taps, y + rows.start, x)
+            label[y, x] = at.max(1).indices.to(torch.uint8)
+        return label
+
+    def dense_band(self, rows: slice) -> torch.Tensor:
+        c, w = self.scores.shape[0], self.size[1]
+        parts = [_resize_rows(self.scores, self.row_taps, sub, w).max(0).indices.to(torch.uint8)
+                 for sub in _row_bands(rows.stop - rows.start, c, w, self.max_elements, rows.start)]
+        return torch.cat(parts, 0)
+
+
+def upsample_argmax(scores: torch.Tensor, size: Sequence[int], max_elements: int = TILE_ELEMENTS) -> np.ndarray:
+    """``F.interpolate(scores[None], size, bilinear).argmax(1)`` as an (H, W) uint8 label map.
+
+    Bilinear weights are a convex combination, so where the four source pixels around an output pixel share
+    their argmax, the output's argmax is that label: only the pixels near a label boundary are interpolated
+    (a band made mostly of those is resized whole). Memory: bands of ``max_elements`` output pixels, and at most
+    ``max_elements`` interpolated scores at a time."""
+    bands = _BandedArgmax(scores, size, max_elements)
+    label = np.empty(bands.size, np.uint8)
+    for rows in _row_bands(bands.size[0], 1, bands.size[1], max_elements):
+        label[rows] = bands.band(rows).cpu().numpy()
+    return label
+
+
+def _half_keeping_argmax(probs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """``probs`` (C, ...) as float16 where rounding ties are broken towards ``label`` (one step up), so
+    ``argmax`` of the result is ``label``."""
+    half = probs.half()
+    tied = half.max(0).indices != label
+    if tied.any():
+        top = half.gather(0, label[None])
+        bumped = torch.nextafter(top, torch.full_like(top, float("inf")))
+        half.scatter_(0, label[None], torch.where(tied[None], bumped, top))
+    return half
+
+
 class Predictor:
-    """Semantic models: label maps, class probabilities and the model's extras per image."""
+    """Semantic models: label maps, class probabilities and the model's extras per image.
+
+    ``runner(x) -> (logits, extras)`` executes the network on a padded 0..255 batch (default: the model itself,
+    :class:`~hparse.engine.backends.TorchRunner`; an ONNX Runtime session for the ``onnxruntime`` backend).
+    """
 
     def __init__(self, model: torch.nn.Module, long_side: int = 512, scales: Sequence[float] = (1.0,),
                  flip: bool = False, size_divisor: int = 32, average: str = "logits",
-                 device: str | torch.device = "cpu", channels_last: bool = False):
+                 device: str | torch.device = "cpu", channels_last: bool = False, runner=None):
         if average not in ("logits", "probs"):
             raise ValueError("average must be 'logits' or 'probs'")
         # channels_last: NHWC weights and inputs (about 1.4x faster convolutions on this CPU); converts
@@ -74,44 +211,56 @@ class Predictor:
         self.device = torch.device(device)
         self.perm = list(self.meta.flip_permutation())
         self.scales, self.flip, self.average = tuple(scales), flip, average
-        self.resizer = _Resizer(self.model, long_side, size_divisor, self.device, channels_last)
+        self.resizer = _Resizer(self.model, long_side, size_divisor, self.device)
+        self.runner = runner or TorchRunner(self.model, channels_last)
 
     @property
     def long_side(self) -> int:
         return self.resizer.long_side
 
-    def _run(self, x: torch.Tensor):
-        return self.model({"image": x})
+    @long_side.setter
+    def long_side(self, value: int) -> None:
+        self.resizer.long_side = int(value)
+
+    def grid_size(self, image: np.ndarray) -> tuple[int, int]:
+        """Where passes are averaged: the image resized to the largest scale's long side (no padding)."""
+        return self.resizer.resized_size(image.shape, max(self.scales))
 
     @staticmethod
-    def _to_image(out: torch.Tensor, x: torch.Tensor, i: int, size, image_size) -> torch.Tensor:
-        """Output ``i`` of a batch -> the image's (K, H, W): up to the input, crop the padding, to the image."""
+    def _to_size(out: torch.Tensor, x: torch.Tensor, i: int, size, target) -> torch.Tensor:
+        """Output ``i`` of a batch -> (K, *target): up to the input, crop the padding, resize to ``target``."""
         h, w = size
         up = out[i:i + 1].float()
         if up.shape[-2:] != x.shape[-2:]:
             up = F.interpolate(up, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return F.interpolate(up[:, :, :h, :w], size=image_size, mode="bilinear", align_corners=False)[0]
+        up = up[:, :, :h, :w]
+        if tuple(up.shape[-2:]) != tuple(target):
+            up = F.interpolate(up, size=tuple(target), mode="bilinear", align_corners=False)
+        return up[0]
+
+    def _flipped_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the mirrored batch, mirrored back (at the input's size) with left/right classes swapped."""
+        fl = self.runner(x.flip(-1))[0].float()
+        fl = F.interpolate(fl, size=x.shape[-2:], mode="bilinear", align_corners=False).flip(-1)
+        return fl[:, self.perm]
 
     @torch.no_grad()
-    def scores(self, images: list[np.ndarray], with_extras: bool = False):
-        """Averaged (C, H, W) scores per image at its original size; with ``with_extras`` also the model's
-        postprocessed extras of the unflipped scale-1 pass (an extra pass when 1 is not a scale)."""
+    def network_scores(self, images: list[np.ndarray], with_extras: bool = False):
+        """Averaged (C, h, w) scores per image at network resolution (:meth:`grid_size`): logits, or
+        probabilities with ``average="probs"``; with ``with_extras`` also the model's postprocessed extras of the
+        unflipped scale-1 pass (an extra pass when 1 is not a scale)."""
+        grids = [self.grid_size(im) for im in images]
         acc: list[torch.Tensor | None] = [None] * len(images)
         extras, n = None, 0
         for s in self.scales:
             x, sizes = self.resizer.batch(images, s)
-            res = self._run(x)
+            logits, raw = self.runner(x)
             if with_extras and s == 1.0:
-                extras = self._extras(res.extras, x, images, sizes)
-            passes = [res.logits]
-            if self.flip:
-                fl = self._run(x.flip(-1)).logits.float()
-                fl = F.interpolate(fl, size=x.shape[-2:], mode="bilinear", align_corners=False).flip(-1)
-                passes.append(fl[:, self.perm])
-            for out in passes:
+                extras = self._extras(raw, x, images, sizes)
+            for out in [logits, self._flipped_logits(x)] if self.flip else [logits]:
                 n += 1
-                for i, (im, size) in enumerate(zip(images, sizes)):
-                    o = self._to_image(out, x, i, size, im.shape[:2])
+                for i, (size, grid) in enumerate(zip(sizes, grids)):
+                    o = self._to_size(out, x, i, size, grid)
                     o = o.softmax(0) if self.average == "probs" else o
                     acc[i] = o if acc[i] is None else acc[i] + o
         scores = [a / n for a in acc]
@@ -120,31 +269,52 @@ class Predictor:
         return scores
 
     @torch.no_grad()
+    def scores(self, images: list[np.ndarray], with_extras: bool = False):
+        """:meth:`network_scores` resized to each image's original size, (C, H, W) (memory grows with the image:
+        prefer :meth:`predict`)."""
+        res = self.network_scores(images, with_extras)
+        scores, extras = res if with_extras else (res, None)
+        full = [F.interpolate(s[None], size=im.shape[:2], mode="bilinear", align_corners=False)[0]
+                for s, im in zip(scores, images)]
+        return (full, extras) if with_extras else full
+
+    @torch.no_grad()
     def extras(self, images: list[np.ndarray]) -> list[dict]:
         """The model's extras per image (one pass at scale 1, no flip), decoded by its ``postprocess``."""
         x, sizes = self.resizer.batch(images, 1.0)
-        return self._extras(self._run(x).extras, x, images, sizes)
+        return self._extras(self.runner(x)[1], x, images, sizes)
 
     def _extras(self, raw: dict, x: torch.Tensor, images, sizes) -> list[dict]:
         out = []
         for i, (im, size) in enumerate(zip(images, sizes)):
-            one = {k: self._to_image(v, x, i, size, im.shape[:2]) if v.dim() == 4 else v[i] for k, v in raw.items()}
+            one = {k: self._to_size(v, x, i, size, im.shape[:2]) if v.dim() == 4 else v[i] for k, v in raw.items()}
             out.append(self.model.postprocess(one))
         return out
 
-    def predict(self, images: list[np.ndarray], return_probs: bool = False, with_extras: bool = False):
-        """Label maps (uint8, original size), and probabilities (C, H, W float32) on request; with
-        ``with_extras`` returns ``(results, extras)`` from the same passes (see :meth:`extras`)."""
-        scores = self.scores(images, with_extras)
-        scores, extras = scores if with_extras else (scores, None)
+    def _probabilities(self, scores: torch.Tensor, label: np.ndarray, image_size, probs_at: str) -> np.ndarray:
+        """float16 (C, h, w) at network resolution or (C, H, W) at the image's size, argmax equal to ``label``."""
+        to_probs = (lambda t: t) if self.average == "probs" else (lambda t: t.softmax(0))
+        if probs_at == "network":
+            return _half_keeping_argmax(to_probs(scores), scores.argmax(0)).cpu().numpy()
+        out = np.empty((scores.shape[0], *image_size[:2]), np.float16)
+        for rows, band in resized_row_bands(scores, image_size[:2]):
+            lab = torch.from_numpy(label[rows].astype(np.int64)).to(band.device)
+            out[:, rows] = _half_keeping_argmax(to_probs(band), lab).cpu().numpy()
+        return out
+
+    def predict(self, images: list[np.ndarray], return_probs: bool = False, with_extras: bool = False,
+                probs_at: str = "image"):
+        """Label maps (uint8, original size), and probabilities on request (float16 (C, H, W) at the image's
+        size, or with ``probs_at="network"`` (C, h, w) at network resolution, no padding: see :meth:`grid_size`);
+        with ``with_extras`` returns ``(results, extras)`` from the same passes (see :meth:`extras`)."""
+        if probs_at not in PROBS_AT:
+            raise ValueError(f"probs_at must be one of {PROBS_AT}, got {probs_at!r}")
+        res = self.network_scores(images, with_extras)
+        scores, extras = res if with_extras else (res, None)
         out = []
-        for s in scores:
-            label = s.argmax(0).to(torch.uint8).cpu().numpy()
-            if return_probs:
-                probs = s if self.average == "probs" else s.softmax(0)
-                out.append((label, probs.float().cpu().numpy()))
-            else:
-                out.append(label)
+        for s, im in zip(scores, images):
+            label = upsample_argmax(s, im.shape[:2])
+            out.append((label, self._probabilities(s, label, im.shape, probs_at)) if return_probs else label)
         return (out, extras) if with_extras else out
 
     def outputs(self, images: list[np.ndarray], with_extras: bool = False) -> list[dict]:

@@ -1,10 +1,33 @@
-"""Parsing files and folders: outputs per image, skip-existing, per-file error isolation."""
+"""Parsing files and folders into an output folder: nothing lost, nothing silent.
+
+* **Inputs**: files, folders (recursive) and globs; the same file given twice (also through a link) is parsed
+  once, under its first name. A folder's files and glob matches inside the output folder are never read back
+  as inputs. An input that names nothing, a broken symbolic link, a folder without images and an unreadable
+  image are reported by name (:attr:`ParseReport.failed`) and the others are still parsed.
+* **Output names**: ``<stem>.png`` (+ ``<stem>_overlay.jpg`` ...), the stem being the file's path inside its
+  input folder without the extension. Inputs whose stems would be the same (``a.jpg`` and ``a.png``, or the
+  same name in two input folders; compared case-insensitively) keep their extension in the stem
+  (``a.jpg.png``, ``a.png.png``), and if that is not enough get ``_2``, ``_3``... in input order; the names
+  depend only on the set of inputs. No output may replace an input file (:class:`UsageError`).
+* **Complete or absent**: every file is written atomically (temporary file, size checked, rename), so a file
+  under its final name is whole; a full disk fails that image, named. The label PNG is written last and
+  carries a record (PNG text chunk ``hparse``: model fingerprint, test-time settings, palette, PNG mode, the
+  input's size and time, and the files written per output kind). A rerun skips an image only when that record
+  matches the model and options now asked for and every file of the requested kinds exists; anything else is
+  redone, its old label PNG removed first (so a label's record always describes the files beside it).
+  Temporary files of runs that are over (killed) are removed at the start; a concurrent run's are left alone.
+"""
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import io
 import json
 import logging
+import os
+import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,78 +35,308 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import HParseError
-from ..io.atomic import atomic_path, write_text_atomic
-from ..io.image import is_image_file, read_image, write_image, write_label_png
+from ..io.atomic import remove_stale_temps, write_bytes_atomic, write_text_atomic
+from ..io.image import (
+    IMAGE_EXTENSIONS,
+    PNG_MODES,
+    is_image_file,
+    read_image,
+    read_png_text,
+    write_image,
+    write_label_png,
+)
 from ..viz import overlay
+from . import distributed
 
 log = logging.getLogger("hparse.parse")
+
+RECORD_KEY = "hparse"            # the label PNG's text chunk holding the record
+PROBS_FORMATS = ("f16", "u8")    # --probs: float16, or uint8 = round(p * 255)
+PROBS_SIZES = ("image", "network")  # --probs at the image's size, or at the network's (resized, unpadded)
+
+
+class UsageError(HParseError):
+    """The request itself is wrong (an output would replace an input, nothing to parse)."""
 
 
 @dataclass
 class ParseReport:
+    """Input paths parsed, skipped (done before with this model and these options) and failed (with why)."""
+
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """Expand files, folders (recursively) and globs into ``(path, output stem)`` pairs.
+@dataclass(frozen=True)
+class Job:
+    path: Path      # the input file
+    name: Path      # its path inside its input folder (the file name for a file or glob match)
+    stem: Path      # the output stem, relative to the output folder
 
-    A folder's files keep their sub-folder structure in the output stem; stems that would
-    collide get a numeric suffix.
-    """
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+def _inside(path: Path, folder: Path | None) -> bool:
+    return folder is not None and (path == folder or folder in path.parents)
+
+
+def _folder_images(folder: Path, exclude: Path | None) -> list[Path]:
+    """Image files under ``folder`` (sorted, links to files and broken links included, the ``exclude``
+    folder and linked folders not entered)."""
+    found = []
+    for parent, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _inside((Path(parent) / d).resolve(), exclude))
+        found += [Path(parent) / n for n in sorted(names) if is_image_file(n)]
+    return found
+
+
+def gather_inputs(inputs: list[str], exclude: str | Path | None = None) -> tuple[list[Job], dict[str, str]]:
+    """Expand files, folders and globs into jobs with distinct output stems (module docstring); also
+    ``{input: problem}`` for inputs that name nothing or hold no image. ``exclude``: the output folder."""
+    skip = Path(exclude).resolve() if exclude is not None else None
     found: list[tuple[Path, Path]] = []
+    problems: dict[str, str] = {}
     for inp in inputs:
         p = Path(inp)
         if p.is_dir():
-            found += [(f, f.relative_to(p).with_suffix("")) for f in sorted(p.rglob("*"))
-                      if f.is_file() and is_image_file(f)]
-        elif p.is_file():
-            found.append((p, Path(p.stem)))
+            files = _folder_images(p, skip)
+            found += [(f, f.relative_to(p)) for f in files]
+            if not files:
+                problems[inp] = f"{inp}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})"
+        elif p.is_file() or p.is_symlink():
+            found.append((p, Path(p.name)))
         else:
-            matches = sorted(glob.glob(inp, recursive=True))
+            matches = [Path(m) for m in sorted(glob.glob(inp, recursive=True))]
+            matches = [m for m in matches if (m.is_file() or m.is_symlink()) and not _inside(m.resolve(), skip)]
+            found += [(m, Path(m.name)) for m in matches]
             if not matches:
-                raise HParseError(f"{inp}: no such file, folder or matching glob")
-            found += [(Path(m), Path(Path(m).stem)) for m in matches if Path(m).is_file()]
-    seen: dict[Path, int] = {}
-    out = []
-    for path, stem in found:
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        out.append((path, stem if n == 0 else stem.with_name(f"{stem.name}_{n}")))
-    return out
+                problems[inp] = f"{inp}: no such file, folder or matching glob"
+    first: dict[Path, tuple[Path, Path]] = {}
+    for f, name in found:
+        first.setdefault(f.resolve(), (f, name))          # the same file again (or through a link): once
+    unique = list(first.values())
+    stems = output_stems([name for _, name in unique])
+    return [Job(f, name, stem) for (f, name), stem in zip(unique, stems)], problems
 
 
-def write_outputs(out_dir: Path, stem: Path, image: np.ndarray, label: np.ndarray, meta, palette,
-                  probs: np.ndarray | None = None, masks: bool = False, sidecar: bool = False,
-                  overlay_image: bool = True, extra_overlays: dict | None = None) -> None:
-    base = out_dir / stem
-    write_label_png(base.with_suffix(".png"), label, palette)
-    if overlay_image:
-        write_image(base.with_name(base.name + "_overlay.jpg"), overlay(image, label, palette))
-    for name, img in (extra_overlays or {}).items():   # 2-D: a label map (PNG), 3-D: a picture (JPEG)
-        if img.ndim == 2:
-            write_label_png(base.with_name(f"{base.name}_{name}.png"), img, palette)
-        else:
-            write_image(base.with_name(f"{base.name}_{name}.jpg"), img)
-    if masks:
+def collect_inputs(inputs: list[str], exclude: str | Path | None = None) -> list[tuple[Path, Path]]:
+    """``(path, output stem)`` pairs of :func:`gather_inputs`; an input that names nothing raises."""
+    jobs, problems = gather_inputs(inputs, exclude)
+    if problems:
+        raise HParseError(next(iter(problems.values())))
+    return [(j.path, j.stem) for j in jobs]
+
+
+def _key(stem: Path) -> str:
+    return stem.as_posix().casefold()
+
+
+def output_stems(names: list[Path]) -> list[Path]:
+    """Distinct output stems for input names (paths inside their input folder): the name without its
+    extension; where those clash, the full name; where full names clash, ``<name>_2``, ``_3``..."""
+    stems = [n.with_suffix("") for n in names]
+    while True:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(stems):
+            groups[_key(s)].append(i)
+        clashes = [g for g in groups.values() if len(g) > 1]
+        if not clashes:
+            return stems
+        for group in clashes:
+            short = [i for i in group if stems[i] != names[i]]
+            for i in short:
+                stems[i] = names[i]
+            if not short:
+                _number(stems, names, group[1:])
+
+
+def _number(stems: list[Path], names: list[Path], clashing: list[int]) -> None:
+    taken = {_key(s) for s in stems}
+    for i in clashing:
+        k = 2
+        while _key(names[i].with_name(f"{names[i].name}_{k}")) in taken:
+            k += 1
+        stems[i] = names[i].with_name(f"{names[i].name}_{k}")
+        taken.add(_key(stems[i]))
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What to write per image, and the settings a record must match for an image to be skipped."""
+
+    masks: bool = False
+    probs: bool = False
+    probs_format: str = "f16"
+    probs_size: str = "image"
+    sidecar: bool = False
+    extras: bool = False
+    overlay: bool = True
+    png_mode: str = "palette"
+    palette: str | None = None
+
+    def kinds(self) -> list[str]:
+        """The output kinds asked for besides the label PNG (probs with its format and size)."""
+        probs = f"probs:{self.probs_format}:{self.probs_size}"
+        wanted = {"overlay": self.overlay, "masks": self.masks, probs: self.probs, "json": self.sidecar,
+                  "extras": self.extras}
+        return [k for k, on in wanted.items() if on]
+
+
+def model_fingerprint(parser) -> str:
+    """A digest of the parser's weights, label set and test-time settings: what decides its outputs."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(parser.meta.name.encode())
+    for name, t in sorted(parser.model.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    pred = parser.predictor
+    test_time = {k: getattr(pred, k, None) for k in ("long_side", "scales", "flip", "size_divisor", "average")}
+    h.update(json.dumps(test_time, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _source(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _settings(fingerprint: str, opts: OutputOptions) -> dict:
+    return {"model": fingerprint, "palette": opts.palette, "png_mode": opts.png_mode}
+
+
+def read_record(label_png: Path) -> dict | None:
+    """The record a label PNG carries (None without one: an earlier version's output, or not hparse's)."""
+    text = read_png_text(label_png).get(RECORD_KEY)
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def label_path(out_dir: Path, stem: Path) -> Path:
+    return out_dir / stem.with_name(stem.name + ".png")
+
+
+def is_done(out_dir: Path, job: Job, settings: dict, opts: OutputOptions) -> bool:
+    """True when the label PNG's record matches these settings and this input, and every file of the
+    requested output kinds exists."""
+    label = label_path(out_dir, job.stem)
+    record = read_record(label) if label.is_file() else None
+    if record is None or record.get("settings") != settings:
+        return False
+    try:
+        if record.get("source") != _source(job.path):
+            return False
+    except OSError:
+        return False
+    files = record.get("outputs", {})
+    return all(k in files and all((out_dir / f).is_file() for f in files[k]) for k in opts.kinds())
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+class OutputWriter:
+    """Writes one image's outputs (label PNG last, with its record); refuses a path another input of this
+    run already wrote."""
+
+    def __init__(self, out_dir: Path, meta, opts: OutputOptions, settings: dict):
+        self.out, self.meta, self.opts, self.settings = out_dir, meta, opts, settings
+        self.colours = meta.palette(opts.palette)
+        self.label_palette = self.colours if opts.png_mode == "palette" else None
+        self.claimed: dict[Path, Path] = {}
+
+    def _claim(self, path: Path, job: Job) -> Path:
+        owner = self.claimed.setdefault(path, job.path)
+        if owner != job.path:
+            raise OSError(f"output {path} was already written for {owner} in this run; rename one of the inputs")
+        return path
+
+    def write(self, job: Job, image: np.ndarray, label: np.ndarray, probs: np.ndarray | None,
+              extras: dict) -> None:
+        base, label_png = self.out / job.stem, self._claim(label_path(self.out, job.stem), job)
+        previous = read_record(label_png) if label_png.is_file() else None
+        label_png.unlink(missing_ok=True)      # until the new one is written, the image counts as not done
+        files: dict[str, list[str]] = {}
+        put = {"overlay": self._overlay, "masks": self._masks, "json": self._sidecar, "extras": self._extras}
+        for kind in self.opts.kinds():
+            if kind.startswith("probs:"):
+                files[kind] = self._probs(job, base, probs)
+            else:
+                files[kind] = put[kind](job, base, image, label, extras)
+        _remove_stale_masks(self.out, previous, files.get("masks"))
+        record = {"version": 1, "settings": self.settings, "source": _source(job.path),
+                  "input": str(job.path), "outputs": files}
+        write_label_png(label_png, label, self.label_palette, text={RECORD_KEY: json.dumps(record)})
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.out).as_posix()
+
+    def _overlay(self, job, base, image, label, extras) -> list[str]:
+        path = self._claim(base.with_name(base.name + "_overlay.jpg"), job)
+        write_image(path, overlay(image, label, self.colours, classes=self.meta.classes))
+        return [self._rel(path)]
+
+    def _masks(self, job, base, image, label, extras) -> list[str]:
+        folder, written = base.with_name(base.name + "_masks"), []
         for c in np.unique(label):
             if c == 0:
                 continue
-            name = meta.classes[c].replace("/", "-")
-            write_label_png(base.with_name(base.name + "_masks") / f"{c:02d}_{name}.png",
-                            (label == c).astype(np.uint8) * 255)
-    if probs is not None:
-        with atomic_path(base.with_name(base.name + "_probs.npy")) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, probs.astype(np.float16))
-    if sidecar:
-        present = {int(c): meta.classes[c] for c in np.unique(label)}
-        write_text_atomic(base.with_suffix(".json"), json.dumps({
-            "label_set": meta.name, "classes": list(meta.classes), "present": present,
-            "size": [int(label.shape[0]), int(label.shape[1])],
-            "pixels": {meta.classes[c]: int((label == c).sum()) for c in present}}, indent=1))
+            path = self._claim(folder / f"{c:02d}_{self.meta.classes[c].replace('/', '-')}.png", job)
+            write_label_png(path, (label == c).astype(np.uint8) * 255)
+            written.append(self._rel(path))
+        return written
 
+    def _probs(self, job, base, probs) -> list[str]:
+        path = self._claim(base.with_name(base.name + "_probs.npy"), job)
+        buf = io.BytesIO()
+        np.save(buf, encode_probs(probs, self.opts.probs_format))
+        write_bytes_atomic(path, buf.getvalue())
+        return [self._rel(path)]
+
+    def _sidecar(self, job, base, image, label, extras) -> list[str]:
+        present = {int(c): self.meta.classes[c] for c in np.unique(label)}
+        path = self._claim(base.with_name(base.name + ".json"), job)
+        write_text_atomic(path, json.dumps({
+            "label_set": self.meta.name, "classes": list(self.meta.classes), "present": present,
+            "size": [int(label.shape[0]), int(label.shape[1])], "input": str(job.path),
+            "pixels": {self.meta.classes[c]: int((label == c).sum()) for c in present}}, indent=1))
+        return [self._rel(path)]
+
+    def _extras(self, job, base, image, label, extras) -> list[str]:
+        written = []
+        for name, img in extras.items():   # 2-D: a label map (PNG), 3-D: a picture (JPEG)
+            suffix = ".png" if img.ndim == 2 else ".jpg"
+            path = self._claim(base.with_name(f"{base.name}_{name}{suffix}"), job)
+            if img.ndim == 2:
+                write_label_png(path, img, self.label_palette)
+            else:
+                write_image(path, img)
+            written.append(self._rel(path))
+        return written
+
+
+def encode_probs(probs: np.ndarray, fmt: str = "f16") -> np.ndarray:
+    """Class probabilities as stored by ``--probs``: float16 (``f16``) or uint8 ``round(p * 255)`` (``u8``)."""
+    if fmt == "u8":
+        return np.round(np.clip(np.asarray(probs, np.float32), 0, 1) * 255).astype(np.uint8)
+    return np.asarray(probs).astype(np.float16)
+
+
+def _remove_stale_masks(out_dir: Path, previous: dict | None, now: list[str] | None) -> None:
+    """Mask PNGs an earlier record of this image listed and this pass did not write (another model or
+    input): removed, so the mask folder matches the label PNG."""
+    if previous is None or now is None:
+        return
+    for rel in set(previous.get("outputs", {}).get("masks", [])) - set(now):
+        path = out_dir / rel
+        if path.suffix == ".png" and path.parent.name.endswith("_masks"):
+            path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------- extras
 
 def extra_overlays(parser, images: list[np.ndarray], extras: list[dict] | None = None) -> list[dict]:
     """Pictures of a model's extras (``extras``, by default ``Parser.predict_extras``), by their type: a
@@ -101,63 +354,120 @@ def extra_overlays(parser, images: list[np.ndarray], extras: list[dict] | None =
                 pics[name] = heatmap_overlay(image, value.peak())
             elif isinstance(value, LabelMap):
                 pics[name] = value.data
-                pics[f"{name}_overlay"] = overlay(image, value.data, pal)
+                pics[f"{name}_overlay"] = overlay(image, value.data, pal, classes=value.classes)
             elif isinstance(value, ScoreTable):
                 pics[name] = score_table_image(value.data, value.rows, value.cols, title=name)
         out.append(pics)
     return out
 
 
+# ---------------------------------------------------------------------------------------------- the run
+
+def check_outputs_spare_inputs(jobs: list[Job], out_dir: Path, inputs: list[str]) -> None:
+    """:class:`UsageError` when ``out_dir`` is an input folder or an output name is an input file."""
+    out = out_dir.resolve()
+    for inp in inputs:
+        if Path(inp).is_dir() and Path(inp).resolve() == out:
+            raise UsageError(f"--out {out_dir} is the input folder {inp}: the outputs would replace or mix with "
+                             "the photos; choose another folder (one inside it is fine)")
+    sources = {j.path.resolve(): j.path for j in jobs}
+    for j in jobs:
+        base = out / j.stem
+        for path in (label_path(out, j.stem), base.with_name(base.name + "_overlay.jpg"),
+                     base.with_name(base.name + ".json"), base.with_name(base.name + "_probs.npy")):
+            if path in sources:
+                raise UsageError(f"the output {path} would replace the input {sources[path]}; choose another --out")
+
+
+def _read(job: Job, report: ParseReport) -> np.ndarray | None:
+    try:
+        return read_image(job.path)
+    except HParseError as e:
+        report.failed[str(job.path)] = str(e)
+    except (OSError, MemoryError) as e:
+        report.failed[str(job.path)] = f"{job.path}: cannot read ({e.__class__.__name__}: {e})"
+    log.error("%s", report.failed[str(job.path)])
+    return None
+
+
+def _predict(parser, images: list[np.ndarray], probs: bool, extras, probs_at: str) -> tuple[list, list, list]:
+    """(label maps, probabilities or Nones, extra pictures) of a batch."""
+    from ..structures import PersonInstances
+
+    if extras:
+        results, raw = parser.predictor.predict(images, return_probs=probs, with_extras=True, probs_at=probs_at)
+        more = extras(parser, images, raw)
+    else:
+        results, more = parser.predict(images, return_probs=probs, probs_at=probs_at), [{}] * len(images)
+    labels, probs_out = [], []
+    for res in results:
+        label, prob = res if probs else (res, None)
+        labels.append(label.to_semantic() if isinstance(label, PersonInstances) else label)
+        probs_out.append(prob)
+    return labels, probs_out, more
+
+
+def _predict_each(parser, chunk: list[Job], images, writer: OutputWriter, extras, report: ParseReport):
+    """:func:`_predict` on the batch; when the batch fails, image by image, so one bad image fails alone."""
+    opts = writer.opts
+    try:
+        return list(zip(chunk, images, *_predict(parser, images, opts.probs, extras, opts.probs_size)))
+    except Exception as e:  # noqa: BLE001 - one bad batch must not end the run
+        if len(chunk) > 1:
+            return [r for j, im in zip(chunk, images) for r in _predict_each(parser, [j], [im], writer, extras, report)]
+        report.failed[str(chunk[0].path)] = f"{chunk[0].path}: inference failed ({e.__class__.__name__}: {e})"
+        log.error("%s", report.failed[str(chunk[0].path)])
+        return []
+
+
 def parse_files(parser, inputs: list[str], out_dir: str | Path, batch_size: int = 1, overwrite: bool = False,
                 masks: bool = False, probs: bool = False, sidecar: bool = False, palette: str | None = None,
-                progress: bool = True, extras=None) -> ParseReport:
-    """Parse every image in ``inputs`` into ``out_dir``; bad files are reported, not fatal.
+                progress: bool = True, extras=None, png_mode: str = "palette", probs_format: str = "f16",
+                probs_size: str = "image") -> ParseReport:
+    """Parse every image in ``inputs`` into ``out_dir`` (module docstring); bad inputs and failed writes are
+    reported per file in the :class:`ParseReport`, never fatal. :class:`UsageError` when the request cannot be
+    carried out at all (an output would replace an input; no input found).
 
     ``extras(parser, images, extra_outputs) -> list[dict name -> picture]`` renders the model's extra
     outputs (boundaries, structure points, levels...; taken from the same forward passes) as pictures.
     """
-    out_dir = Path(out_dir)
-    report = ParseReport()
-    todo = []
-    for path, stem in collect_inputs(inputs):
-        if not overwrite and (out_dir / stem).with_suffix(".png").exists():
-            report.skipped.append(str(path))
-        else:
-            todo.append((path, stem))
-    pal = parser.meta.palette(palette)
-    bar = tqdm(total=len(todo), desc="parse", unit="img", disable=not progress)
-    for start in range(0, len(todo), batch_size):
-        chunk, images = [], []
-        for path, stem in todo[start:start + batch_size]:
-            try:
-                images.append(read_image(path))
-                chunk.append((path, stem))
-            except HParseError as e:
-                report.failed[str(path)] = str(e)
-                log.error("%s", e)
-                bar.update(1)
-        if not chunk:
-            continue
-        try:
-            if extras:
-                results, raw = parser.predictor.predict(images, return_probs=probs, with_extras=True)
-                more = extras(parser, images, raw)
-            else:
-                results, more = parser.predict(images, return_probs=probs), [{}] * len(images)
-        except Exception as e:  # noqa: BLE001 - one bad batch must not end the run
-            for path, _ in chunk:
-                report.failed[str(path)] = f"inference failed: {e}"
-            log.error("inference failed on %s: %s", [str(p) for p, _ in chunk], e)
-            bar.update(len(chunk))
-            continue
-        for (path, stem), image, res, extra in zip(chunk, images, results, more):
-            label, prob = res if probs else (res, None)
-            try:
-                write_outputs(out_dir, stem, image, label, parser.meta, pal, prob, masks, sidecar,
-                              extra_overlays=extra)
-                report.written.append(str(path))
-            except OSError as e:
-                report.failed[str(path)] = f"cannot write outputs: {e}"
-            bar.update(1)
-    bar.close()
+    if png_mode not in PNG_MODES or probs_format not in PROBS_FORMATS or probs_size not in PROBS_SIZES:
+        raise UsageError(f"png_mode must be one of {PNG_MODES}, probs_format one of {PROBS_FORMATS} and "
+                         f"probs_size one of {PROBS_SIZES}")
+    started, out_dir, report = time.time(), Path(out_dir), ParseReport()
+    jobs, problems = gather_inputs(inputs, exclude=out_dir)
+    report.failed.update(problems)
+    if not jobs:
+        raise UsageError("nothing to parse: " + "; ".join(problems.values()) if problems else "no inputs given")
+    check_outputs_spare_inputs(jobs, out_dir, inputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for tmp in remove_stale_temps(out_dir, started):
+        log.info("removed %s, left by an interrupted run", tmp)
+    opts = OutputOptions(masks=masks, probs=probs, probs_format=probs_format, probs_size=probs_size, sidecar=sidecar,
+                         extras=bool(extras), png_mode=png_mode, palette=palette)
+    settings = _settings(model_fingerprint(parser), opts)
+    jobs = distributed.shard(jobs)  # under torchrun: every N-th image, from this process's rank
+    done = {j for j in jobs if not overwrite and is_done(out_dir, j, settings, opts)}
+    report.skipped = [str(j.path) for j in jobs if j in done]
+    todo = [j for j in jobs if j not in done]
+    writer = OutputWriter(out_dir, parser.meta, opts, settings)
+    with tqdm(total=len(todo), desc="parse", unit="img", disable=not progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            _parse_batch(parser, todo[start:start + batch_size], writer, extras, report)
+            bar.update(len(todo[start:start + batch_size]))
     return report
+
+
+def _parse_batch(parser, batch: list[Job], writer: OutputWriter, extras, report: ParseReport) -> None:
+    read = [(j, _read(j, report)) for j in batch]
+    chunk = [(j, im) for j, im in read if im is not None]
+    if not chunk:
+        return
+    for job, image, label, prob, extra in _predict_each(parser, [j for j, _ in chunk], [im for _, im in chunk],
+                                                        writer, extras, report):
+        try:
+            writer.write(job, image, label, prob, extra)
+            report.written.append(str(job.path))
+        except (OSError, HParseError, ValueError) as e:
+            report.failed[str(job.path)] = f"{job.path}: cannot write its outputs ({e})"
+            log.error("%s", report.failed[str(job.path)])

@@ -35,7 +35,7 @@ def parse_people(predictor, image: np.ndarray, boxes: np.ndarray, scores: np.nda
     """Parse every person box of one image with a single-person ``Predictor``."""
     h, w = image.shape[:2]
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    scores = np.ones(len(boxes), np.float32) if scores is None else np.asarray(scores, np.float32)
+    scores = np.ones(len(boxes), np.float64) if scores is None else np.asarray(scores, np.float64)
     parsings = np.zeros((len(boxes), h, w), np.uint8)
     part_scores = None
     for k, box in enumerate(boxes):
@@ -66,19 +66,21 @@ def read_box_file(path: str | Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: expected an object mapping image ids to box lists")
     out = {}
     for k, rows in raw.items():
-        a = np.asarray(rows, np.float32).reshape(len(rows), -1) if len(rows) else np.zeros((0, 5), np.float32)
+        a = np.asarray(rows, np.float64).reshape(len(rows), -1) if len(rows) else np.zeros((0, 5), np.float64)
         if a.shape[1] not in (4, 5):
             raise DataError(f"{path}: boxes of {k!r} need 4 or 5 numbers each (x1 y1 x2 y2 [score])")
-        out[str(k)] = a if a.shape[1] == 5 else np.concatenate([a, np.ones((len(a), 1), np.float32)], 1)
+        out[str(k)] = a if a.shape[1] == 5 else np.concatenate([a, np.ones((len(a), 1), np.float64)], 1)
     return out
 
 
 def run_topdown(predictor, reader, out_root: str | Path, boxes: str | Mapping[str, np.ndarray] = "gt",
-                context: float = 0.1, folders: Sequence[str] = io.FOLDERS, progress: bool = True) -> Path:
+                context: float = 0.1, folders: Sequence[str] = io.FOLDERS, progress: bool = True,
+                png_mode: str = "palette") -> Path:
     """Parse every image of ``reader`` top-down and write the instance challenge folders.
 
     ``boxes`` is ``"gt"`` (each sample's ground-truth people) or a mapping id -> (N, 5) boxes with
-    scores (e.g. :func:`read_box_file`); an image without boxes gets empty outputs.
+    scores (e.g. :func:`read_box_file`); an image without boxes gets empty outputs. ``png_mode``: ``palette`` or
+    ``gray`` label PNGs (same ids; gray for OpenCV readers such as the official scripts).
     """
     out_root = Path(out_root)
     for i in tqdm(range(len(reader)), desc="top-down parse", disable=not progress):
@@ -90,5 +92,6 @@ def run_topdown(predictor, reader, out_root: str | Path, boxes: str | Mapping[st
             rows = boxes.get(s["id"], np.zeros((0, 5), np.float32))
             b, sc = rows[:, :4], rows[:, 4]
         persons = parse_people(predictor, s["image"], b, sc, context)
-        io.write_instance_outputs(out_root, s["id"], persons, reader.meta, folders=folders, part_score="part")
+        io.write_instance_outputs(out_root, s["id"], persons, reader.meta, folders=folders, part_score="part",
+                                  png_mode=png_mode)
     return out_root

@@ -14,8 +14,10 @@ same weights as an uninterrupted run (on the same machine and thread count).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -32,8 +34,9 @@ from ..data.transforms import build_transforms
 from ..devices import resolve_device
 from ..errors import ConfigError, HParseError
 from ..evaluation import build_evaluators
-from ..io.atomic import atomic_path, write_text_atomic
+from ..io.atomic import atomic_path, remove_stale_temps, write_text_atomic
 from ..models import build_model
+from . import distributed
 from .checkpoint import load_checkpoint, load_weights
 from .hooks import AdversarialHook, CheckpointHook, CurvesHook, TensorBoardHook, ValidationHook
 from .optim import build_optimizer, make_lr_lambda
@@ -69,7 +72,8 @@ class Trainer:
         self.cfg = cfg
         t, d = cfg["train"], cfg["data"]
         self.out = Path(out_dir or t["out_dir"] or Path("runs") / cfg["name"])
-        self.device = torch.device(resolve_device(device or t["device"]))
+        self.device = torch.device(distributed.setup(resolve_device(device or t["device"])))
+        self.rank, self.world = distributed.rank(), distributed.world_size()
         self.progress = progress
         self.seed = int(t["seed"])
         seed_everything(self.seed)
@@ -82,26 +86,44 @@ class Trainer:
         self.model = build_model(cfg["model"], self.meta, loss=cfg.get("loss")).to(self.device)
         if t["init_from"]:  # warm start: weights only, fresh optimiser and schedule
             load_weights(self.model, t["init_from"], self.meta)
+        self.train_model = self._parallel(self.model, t)
         self.optimizer = build_optimizer(self.model, t)
         self.batch_size, self.accumulate, self.epochs = int(t["batch_size"]), int(t["accumulate"]), int(t["epochs"])
-        self.iters_per_epoch = len(self.dataset) // (self.batch_size * self.accumulate)
+        self.global_batch = self.batch_size * self.accumulate * self.world
+        self.iters_per_epoch = len(self.dataset) // self.global_batch
         if self.iters_per_epoch == 0:
             raise ConfigError(f"dataset has {len(self.dataset)} samples, fewer than one step of "
-                              f"batch_size*accumulate = {self.batch_size * self.accumulate}")
+                              f"batch_size x accumulate x processes = {self.global_batch}")
         self.total_steps = self.epochs * self.iters_per_epoch
         self.lr_lambda = make_lr_lambda(t, self.total_steps, self.iters_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_lambda)
         self.amp = bool(t["amp"]) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.sampler = EpochSampler(len(self.dataset), self.seed)
+        self.amp_dtype = torch.bfloat16 if t["amp_dtype"] == "bfloat16" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.sampler = EpochSampler(len(self.dataset), self.seed, batch_size=self.batch_size, rank=self.rank,
+                                    world=self.world)
         self.workers = int(t["workers"])
         self.max_steps = t["max_steps"]  # stop early (tests, smoke runs); keeps the schedule
         self.epoch, self.batch_in_epoch, self.step, self.best = 0, 0, 0, float("-inf")
         self.history: list[dict] = []
-        self.last_loss = float("nan")
+        self.last_loss, self._step_loss = float("nan"), 0.0
         self.writer = None
         self._stop = False
         self.hooks = self._build_hooks()
+
+    def _parallel(self, model, t: dict):
+        """The module the loop calls: ``model`` itself, or wrapped in DistributedDataParallel when launched
+        with several processes (SyncBatchNorm first with ``train.sync_bn``, GPUs only)."""
+        if t["sync_bn"] and (self.world == 1 or self.device.type != "cuda"):
+            raise ConfigError("train.sync_bn needs several GPU processes (torchrun on CUDA devices)")
+        if self.world == 1:
+            return model
+        if t["sync_bn"]:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.model = model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                                         find_unused_parameters=t["find_unused_parameters"])
 
     def _build_hooks(self) -> list:
         t, d, ev = self.cfg["train"], self.cfg["data"], self.cfg["eval"]
@@ -124,15 +146,18 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
                 "best": self.best, "rng": torch.get_rng_state(), "history": self.history,
+                "world_size": self.world,
                 "config": self.cfg, "label_set": self.meta.name,
                 **{h.state_key: h.state_dict() for h in self.hooks if h.state_key}}
 
     def save(self, name: str) -> Path:
-        for h in self.hooks:
-            h.before_save(self)
-        path = self.out / name
-        with atomic_path(path) as tmp:
-            torch.save(self.state(), tmp)
+        """Write a checkpoint (every process takes part; the first one writes)."""
+        path, state = self.out / name, self.state()
+        if self.rank == 0:
+            for h in self.hooks:
+                h.before_save(self)
+            write_checkpoint(state, path)
+        distributed.barrier()
         return path
 
     def start(self, resume: str | Path | None = None, auto_resume: bool = True, resume_anyway: bool = False) -> None:
@@ -153,6 +178,8 @@ class Trainer:
         ck = load_checkpoint(path)
         changed = [k for k in config_differences(C.migrate_legacy(ck["config"]), self.cfg)
                    if not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES)]
+        if ck.get("world_size", 1) != self.world:
+            changed.append(f"number of processes ({ck.get('world_size', 1)} -> {self.world})")
         if changed and not anyway:
             raise HParseError(f"{path} was trained with another config ({', '.join(changed)} differ); resuming would "
                               "not continue that run: use another --out, or --resume-anyway")
@@ -189,7 +216,12 @@ class Trainer:
 
     def train(self) -> dict:
         self.out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.out / "config.yaml", C.dump(self.cfg))
+        if self.rank == 0:
+            for tmp in remove_stale_temps(self.out, time.time(), recursive=False):
+                log.info("removed %s, left by an interrupted run", tmp)
+            write_text_atomic(self.out / "config.yaml", C.dump(self.cfg))
+        log.info("batch %d per process x %d accumulated x %d processes = %d per step; %d steps per epoch",
+                 self.batch_size, self.accumulate, self.world, self.global_batch, self.iters_per_epoch)
         old = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self.model.train()
         for h in self.hooks:
@@ -214,16 +246,22 @@ class Trainer:
     def run_step(self, batch: dict) -> dict[str, torch.Tensor] | None:
         """One forward/backward on a batch; steps the optimiser every ``accumulate`` batches and then returns
         the named losses (None in between)."""
-        with torch.autocast(self.device.type, enabled=self.amp):
-            losses, outputs = self.model.forward_train(batch)
-            for h in self.hooks:
-                losses.update(h.after_forward(self, batch, outputs))
-        total = sum(losses.values())
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"loss is {total.item()} at step {self.step} "
-                                     f"({', '.join(f'{k} {float(v):.4g}' for k, v in losses.items())}); "
-                                     "lower train.lr")
-        self.scaler.scale(total / self.accumulate).backward()
+        last_micro = (self.batch_in_epoch + 1) % self.accumulate == 0
+        self._seed_batch()
+        sync = contextlib.nullcontext() if last_micro or self.world == 1 else self.train_model.no_sync()
+        with sync:
+            with torch.autocast(self.device.type, enabled=self.amp, dtype=self.amp_dtype):
+                out = self.train_model(batch)
+                losses = dict(out)
+                for h in self.hooks:
+                    losses.update(h.after_forward(self, batch, getattr(out, "outputs", {})))
+            total = sum(losses.values())
+            if not torch.isfinite(total):
+                raise FloatingPointError(f"loss is {total.item()} at step {self.step} "
+                                         f"({', '.join(f'{k} {float(v):.4g}' for k, v in losses.items())}); "
+                                         "lower train.lr")
+            self.scaler.scale(total / self.accumulate).backward()
+        self._step_loss = self._step_loss + total.detach() / self.accumulate
         self.batch_in_epoch += 1
         if self.batch_in_epoch % self.accumulate:
             return None
@@ -232,8 +270,23 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        self.last_loss = total.item()
+        self.last_loss = self._mean_over_processes(self._step_loss)
+        self._step_loss = 0.0
         return {k: v.detach() for k, v in losses.items()}
+
+    def _seed_batch(self) -> None:
+        """Random draws inside the model (dropout) from ``(seed, epoch, batch)``, the batch counted over all
+        processes: the same whatever the number of processes, and on resumption."""
+        chunk = self.batch_in_epoch * self.world + self.rank
+        torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, chunk]).generate_state(1)[0]))
+
+    def _mean_over_processes(self, value: torch.Tensor) -> float:
+        """The step's training loss: the mean over its accumulated batches and over the processes."""
+        if self.world > 1:
+            value = value.clone()
+            torch.distributed.all_reduce(value)
+            value /= self.world
+        return value.item()
 
     def _train_epoch(self) -> None:
         bar = tqdm(total=self.iters_per_epoch, initial=self.batch_in_epoch // self.accumulate,
@@ -263,6 +316,19 @@ class Trainer:
             if isinstance(h, ValidationHook):
                 return h.validate(self)
         return {}
+
+
+def write_checkpoint(state: dict, path: Path) -> None:
+    """``torch.save`` through a temporary file: a failed write (a full disk) leaves the previous file whole
+    and ends in one :class:`HParseError` line instead of torch's traceback."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as e:
+        cause = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1][-80:]
+        free = shutil.disk_usage(path.parent).free / 2**20
+        raise HParseError(f"cannot write checkpoint {path} ({cause}; {free:.0f} MiB free on that disk); "
+                          f"the previous {path.name}, if any, is intact") from e
 
 
 def _limit_worker_threads(_):

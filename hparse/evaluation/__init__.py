@@ -1,7 +1,7 @@
 """Pluggable evaluators: each scores model outputs against reader samples (see :mod:`.base`).
 
 Registered names: ``semantic``, ``low_res``, ``ipr``, ``levels`` (:mod:`.semantic`), ``instance``
-(:mod:`.instance`) and ``challenge_folders`` (:mod:`.folders`).
+(:mod:`.instance`), ``box`` (:mod:`.box`) and ``challenge_folders`` (:mod:`.folders`).
 """
 
 from .base import (
@@ -13,6 +13,7 @@ from .base import (
     build_evaluators,
     check_best_metric,
 )
+from .box import BoxAPResult, BoxEvaluator, box_ap
 from .folders import ChallengeFoldersEvaluator, FoldersWritten
 from .ground_truth import (
     ground_truth_humans,
@@ -35,6 +36,8 @@ from .semantic import (
 
 __all__ = [
     "EVALUATORS",
+    "BoxAPResult",
+    "BoxEvaluator",
     "ChallengeFoldersEvaluator",
     "EvaluationResult",
     "Evaluator",
@@ -49,6 +52,7 @@ __all__ = [
     "SemanticEvaluator",
     "SemanticReport",
     "best_metric_value",
+    "box_ap",
     "build_evaluator",
     "build_evaluators",
     "challenge_pieces",

@@ -25,11 +25,13 @@ def ground_truth_instances(sample: dict, num_classes: int | None = None) -> Pers
     return PersonInstances.from_person_labels(maps, image_size=sample["image"].shape[:2])
 
 
-def ground_truth_persons(sample: dict, num_classes: int) -> np.ndarray | None:
-    """``(M, H, W)`` cleaned part maps of the people (the AP^p / PCP ground truth; None without them)."""
+def ground_truth_persons(sample: dict, num_classes: int, ignore_index: int = 255) -> np.ndarray | None:
+    """``(M, H, W)`` part maps of the people (the AP^p / PCP ground truth; None without them): ignore pixels kept
+    (the metric drops them, as the official scripts do), other out-of-range values background."""
     if "person_labels" not in sample:
         return None
-    maps = [clean_person_label(p, num_classes) for p in sample["person_labels"]]
+    maps = [np.where(p == ignore_index, p, clean_person_label(p, num_classes)).astype(np.uint8)
+            for p in sample["person_labels"]]
     return np.stack(maps) if maps else np.zeros((0, *sample["image"].shape[:2]), np.uint8)
 
 

@@ -75,7 +75,7 @@ def challenge_pieces(persons: PersonInstances, part_score: str = "person", score
     return {"sem_seg": persons.to_semantic(score_thresh if semantic_thresh is None else semantic_thresh),
             "part_instances": persons.to_part_instances(score=part_score, score_thresh=score_thresh).relabel(),
             "humans": io.human_instances(persons, score_thresh).relabel(),
-            "persons": replace(visible, scores=np.asarray(visible.scores, np.float32))}
+            "persons": visible}
 
 
 def _pack_parts(p: PartInstances) -> Packed:
@@ -89,7 +89,7 @@ def _persons(image_size, scores, parsings) -> PersonInstances:
 def _humans_as_persons(ids, classes, scores, instance_ids) -> PersonInstances:
     """Human id map -> people whose parsing is their mask (what the mask AP reads)."""
     h = PartInstances(ids, classes, scores, instance_ids)
-    return _persons(h.image_size, h.scores.astype(np.float32), h.masks().astype(np.uint8))
+    return _persons(h.image_size, h.scores, h.masks().astype(np.uint8))
 
 
 def _same(array: np.ndarray) -> np.ndarray:

@@ -15,6 +15,16 @@ Every line of a ``.txt`` has at least one pixel in its PNG (the official CIHP sc
 otherwise): part instances, people hidden behind higher-scoring ones and empty person parsings
 are left out and the rest numbered consecutively. PNG ids are uint8, so at most 255 part
 instances (the highest-scoring kept) and 255 people per image. Files are written atomically.
+PNGs are indexed (palette) by default; ``png_mode="gray"`` writes the same ids as plain 8-bit grey
+(mode L), which scripts reading with OpenCV need. Scores are written with ``repr`` and read back as
+float64, so no two different scores become a tie on the way.
+
+LV-MHP-v2 submission layout (:func:`write_mhp_submission`, or :func:`mhp_submission_from_folders` from
+the challenge folders; the format ``eval_submission.py`` of the MHP toolkit reads)::
+
+    global_seg/<id>.png   8-bit grey, pixel = class id (the people painted as global_parsing)
+    global_tag/<id>.png   8-bit grey, pixel = person k (1..N), as instance_segmentation
+    results.txt           one line per image: "<id> 1 score_1 2 score_2 ..."
 
 COCO style (:func:`to_coco` / :func:`write_coco_json`, :func:`from_coco` / :func:`read_coco_json`):
 ``images`` (``file_name`` = the sample id), one ``categories`` entry ``person`` whose
@@ -39,18 +49,24 @@ import numpy as np
 from ..errors import DataError, HParseError
 from ..structures import PartInstances, PersonInstances
 from .atomic import write_text_atomic
-from .image import read_label, write_label_png
+from .image import PNG_MODES, read_label, write_label_png
 
 GLOBAL, PARTS, HUMANS, PERSONS = "global_parsing", "instance_parsing", "instance_segmentation", "person_parsing"
 FOLDERS = (GLOBAL, PARTS, HUMANS, PERSONS)
+MHP_SEG, MHP_TAG, MHP_RESULTS = "global_seg", "global_tag", "results.txt"
 MAX_IDS = 255
 _SPLIT = re.compile(r"[,\s]+")
 
 
-def _palette(meta) -> np.ndarray:
-    """The label set's palette (``meta``: a :class:`~hparse.labels.DatasetMeta`), VOC's without one."""
+def _palette(meta, png_mode: str = "palette") -> np.ndarray | None:
+    """The PNG palette: the label set's (``meta``: a :class:`~hparse.labels.DatasetMeta`), VOC's without
+    one; None (8-bit grey PNGs) for ``png_mode="gray"``."""
     from ..labels import PALETTES
 
+    if png_mode not in PNG_MODES:
+        raise HParseError(f"unknown PNG mode {png_mode!r}; choose from {', '.join(PNG_MODES)}")
+    if png_mode == "gray":
+        return None
     return np.array(PALETTES["voc"], np.uint8) if meta is None else meta.palette()
 
 
@@ -108,41 +124,42 @@ def _nonempty(persons: PersonInstances, score_thresh: float = 0.0) -> PersonInst
 
 # -- challenge folders: write ---------------------------------------------------------------
 
-def write_global_parsing(root, image_id: str, semantic: np.ndarray, meta=None) -> Path:
+def write_global_parsing(root, image_id: str, semantic: np.ndarray, meta=None, png_mode: str = "palette") -> Path:
     path = _path(root, GLOBAL, image_id, ".png")
-    write_label_png(path, semantic, _palette(meta))
+    write_label_png(path, semantic, _palette(meta, png_mode))
     return path
 
 
-def write_part_instances(root, image_id: str, parts: PartInstances, folder: str = PARTS) -> list[Path]:
+def write_part_instances(root, image_id: str, parts: PartInstances, folder: str = PARTS,
+                         png_mode: str = "palette") -> list[Path]:
     """``<folder>/<id>.png`` + ``.txt`` ("class_id score" per instance); empty instances are dropped."""
     parts = parts.relabel(drop_empty=True)
     if len(parts) > MAX_IDS:
         raise DataError(f"{image_id}: {len(parts)} part instances, more than the {MAX_IDS} a uint8 PNG holds")
     png, txt = _path(root, folder, image_id, ".png"), _path(root, folder, image_id, ".txt")
-    write_label_png(png, parts.ids.astype(np.uint8), _palette(None))
+    write_label_png(png, parts.ids.astype(np.uint8), _palette(None, png_mode))
     write_text_atomic(txt, "".join(f"{int(c)} {_fmt(s)}\n" for c, s in zip(parts.classes, parts.scores)))
     return [png, txt]
 
 
-def write_human_instances(root, image_id: str, humans: PartInstances) -> list[Path]:
+def write_human_instances(root, image_id: str, humans: PartInstances, png_mode: str = "palette") -> list[Path]:
     """``instance_segmentation/<id>.png`` + ``.txt`` ("score" per person)."""
     humans = humans.relabel(drop_empty=True)
     if len(humans) > MAX_IDS:
         raise DataError(f"{image_id}: {len(humans)} people, more than the {MAX_IDS} a uint8 PNG holds")
     png, txt = _path(root, HUMANS, image_id, ".png"), _path(root, HUMANS, image_id, ".txt")
-    write_label_png(png, humans.ids.astype(np.uint8), _palette(None))
+    write_label_png(png, humans.ids.astype(np.uint8), _palette(None, png_mode))
     write_text_atomic(txt, "".join(f"{_fmt(s)}\n" for s in humans.scores))
     return [png, txt]
 
 
 def write_person_parsing(root, image_id: str, persons: PersonInstances, meta=None,
-                         score_thresh: float = 0.0) -> list[Path]:
+                         score_thresh: float = 0.0, png_mode: str = "palette") -> list[Path]:
     """``person_parsing/<id>_<k>.png`` per non-empty person + ``<id>.txt`` ("score x1 y1 x2 y2")."""
     persons = _nonempty(persons, score_thresh)
     if len(persons) > MAX_IDS:
         raise DataError(f"{image_id}: {len(persons)} people, more than {MAX_IDS}")
-    pal, paths = _palette(meta), []
+    pal, paths = _palette(meta, png_mode), []
     boxes = np.asarray(persons.boxes, np.float64).reshape(-1, 4)
     for k, p in enumerate(persons.parsings, 1):
         paths.append(_path(root, PERSONS, f"{image_id}_{k}", ".png"))
@@ -155,15 +172,17 @@ def write_person_parsing(root, image_id: str, persons: PersonInstances, meta=Non
 
 def write_instance_outputs(root, image_id: str, persons: PersonInstances, meta=None,
                            folders: Iterable[str] = FOLDERS, part_score: str = "person",
-                           score_thresh: float = 0.0, semantic_thresh: float | None = None) -> list[Path]:
+                           score_thresh: float = 0.0, semantic_thresh: float | None = None,
+                           png_mode: str = "palette") -> list[Path]:
     """Write the challenge folders for one image (see the module docstring); returns the paths.
 
     ``part_score`` is passed to :meth:`PersonInstances.to_part_instances` ("person" or "part");
     persons below ``score_thresh`` are left out of every folder, and out of the global parsing
     below ``semantic_thresh`` (default ``score_thresh``). ``meta`` (label set name or table)
-    gives the palette of the label PNGs.
+    gives the palette of the label PNGs; ``png_mode="gray"`` writes plain 8-bit grey PNGs instead.
     """
     folders = list(folders)
+    _palette(None, png_mode)   # an unknown mode fails before anything is written
     unknown = set(folders) - set(FOLDERS)
     if unknown:
         raise HParseError(f"unknown output folder(s) {sorted(unknown)}; choose from {', '.join(FOLDERS)}")
@@ -172,15 +191,70 @@ def write_instance_outputs(root, image_id: str, persons: PersonInstances, meta=N
     paths: list[Path] = []
     if GLOBAL in folders:
         thresh = score_thresh if semantic_thresh is None else semantic_thresh
-        paths.append(write_global_parsing(root, image_id, persons.to_semantic(thresh), meta))
+        paths.append(write_global_parsing(root, image_id, persons.to_semantic(thresh), meta, png_mode))
     if PARTS in folders:
         parts = persons.to_part_instances(score=part_score, score_thresh=score_thresh)
-        paths += write_part_instances(root, image_id, parts)
+        paths += write_part_instances(root, image_id, parts, png_mode=png_mode)
     if HUMANS in folders:
-        paths += write_human_instances(root, image_id, human_instances(persons, score_thresh))
+        paths += write_human_instances(root, image_id, human_instances(persons, score_thresh), png_mode)
     if PERSONS in folders:
-        paths += write_person_parsing(root, image_id, persons, meta, score_thresh)
+        paths += write_person_parsing(root, image_id, persons, meta, score_thresh, png_mode)
     return paths
+
+
+# -- LV-MHP-v2 submission layout ------------------------------------------------------------
+
+def _mhp_line(image_id: str, scores) -> str:
+    if any(c.isspace() for c in image_id):
+        raise DataError(f"{image_id!r}: an MHP results.txt key cannot hold white space")
+    return " ".join([image_id, *(f"{k} {_fmt(s)}" for k, s in enumerate(scores, 1))])
+
+
+def write_mhp_image(root, image_id: str, semantic: np.ndarray, humans: PartInstances) -> tuple[list[Path], str]:
+    """``global_seg/<id>.png`` (class ids) and ``global_tag/<id>.png`` (person k) as 8-bit grey PNGs;
+    returns the paths and the image's ``results.txt`` line."""
+    humans = humans.relabel(drop_empty=True)
+    if len(humans) > MAX_IDS:
+        raise DataError(f"{image_id}: {len(humans)} people, more than the {MAX_IDS} a uint8 PNG holds")
+    seg, tag = _path(root, MHP_SEG, image_id, ".png"), _path(root, MHP_TAG, image_id, ".png")
+    write_label_png(seg, semantic)
+    write_label_png(tag, humans.ids.astype(np.uint8))
+    return [seg, tag], _mhp_line(image_id, humans.scores)
+
+
+def write_mhp_results(root, lines: Iterable[str]) -> Path:
+    """``results.txt`` from the per-image lines of :func:`write_mhp_image`, atomically."""
+    path = Path(root) / MHP_RESULTS
+    write_text_atomic(path, "".join(f"{ln}\n" for ln in lines))
+    return path
+
+
+def write_mhp_submission(root, results: Mapping[str, PersonInstances], score_thresh: float = 0.0) -> list[Path]:
+    """The LV-MHP-v2 submission layout (module docstring) for ``{image id: PersonInstances}``: people below
+    ``score_thresh`` left out, the highest score on top where people overlap (as the challenge folders)."""
+    paths, lines = [], []
+    for image_id, persons in results.items():
+        got, line = write_mhp_image(root, image_id, persons.to_semantic(score_thresh),
+                                    human_instances(persons, score_thresh))
+        paths += got
+        lines.append(line)
+    return paths + [write_mhp_results(root, lines)]
+
+
+def mhp_submission_from_folders(root, image_ids: Iterable[str], out=None) -> list[Path]:
+    """The LV-MHP-v2 submission layout under ``out`` (default ``root``) from the ``global_parsing`` and
+    ``instance_segmentation`` folders under ``root``; an image without them is left out (as a missing
+    prediction)."""
+    out = Path(root if out is None else out)
+    paths, lines = [], []
+    for image_id in image_ids:
+        semantic, humans = read_global_parsing(root, image_id), read_human_instances(root, image_id)
+        if semantic is None or humans is None:
+            continue
+        got, line = write_mhp_image(out, image_id, semantic, humans)
+        paths += got
+        lines.append(line)
+    return paths + [write_mhp_results(out, lines)]
 
 
 # -- challenge folders: read ----------------------------------------------------------------
@@ -345,7 +419,7 @@ def from_coco(data: dict) -> dict[str, PersonInstances]:
                 parsings[k][decode(a["segmentation"])] = 1
             x, y, bw, bh = (float(v) for v in a["bbox"])
             boxes[k] = (x, y, x + bw, y + bh)
-        scores = np.array([a.get("score", 1.0) for a in anns], np.float32)
+        scores = np.array([a.get("score", 1.0) for a in anns], np.float64)
         out[str(im["file_name"])] = PersonInstances(image_size=(h, w), boxes=boxes, scores=scores, parsings=parsings)
     return out
 

@@ -317,9 +317,10 @@ def _class_iou_matrix(p: np.ndarray, g: np.ndarray, num_classes: int) -> tuple[n
     """``(N, M, C)`` per-class IoU of every (prediction, GT person) pair over the whole image
     (class 0 = background included; 0/0 = NaN) and the ``(M, C)`` GT class areas.
 
-    Bincounts over the predictions' foreground pixels only: GT persons are split into layers of
-    non-overlapping persons (one layer for CIHP), so each predicted pixel meets at most one GT person
-    per layer; background counts follow from the foreground ones."""
+    GT values >= ``num_classes`` (255 = ignore) drop their pixels from that pair's counts, prediction
+    included, as the official ``fast_hist`` does. Bincounts over the predictions' foreground pixels only:
+    GT persons are split into layers of non-overlapping persons (one layer for CIHP), so each predicted pixel
+    meets at most one GT person per layer; background counts follow from the foreground ones."""
     n, m, c = len(p), len(g), num_classes
     hw = p.shape[1] * p.shape[2]
     pflat, gflat = p.reshape(-1), g.reshape(-1)
@@ -329,11 +330,14 @@ def _class_iou_matrix(p: np.ndarray, g: np.ndarray, num_classes: int) -> tuple[n
     gidx = np.flatnonzero(gflat)
     gr, gc = np.divmod(gidx, hw)
     gv = gflat[gidx].astype(np.int64)
+    valid = gv < c
     area_p = np.bincount(pr * c + pv, minlength=n * c).reshape(n, c)
-    area_g = np.bincount(gr * c + gv, minlength=m * c).reshape(m, c)
+    area_g = np.bincount(gr[valid] * c + gv[valid], minlength=m * c).reshape(m, c)
+    ignored = np.bincount(gr[~valid], minlength=m)                        # (m,) dropped pixels per GT
     fg_p, fg_g = area_p[:, 1:].sum(1), area_g[:, 1:].sum(1)
-    area_p[:, 0], area_g[:, 0] = hw - fg_p, hw - fg_g
+    area_g[:, 0] = hw - fg_g - ignored
     inter = np.zeros(n * m * c, np.int64)
+    in_ignored = np.zeros(n * m * c, np.int64)                            # predicted class c on GT m's ignore
     fg_both = np.zeros(n * m, np.int64)
     starts = np.searchsorted(gr, np.arange(m + 1))
     g_rows = [gc[starts[j]:starts[j + 1]] for j in range(m)]
@@ -345,38 +349,73 @@ def _class_iou_matrix(p: np.ndarray, g: np.ndarray, num_classes: int) -> tuple[n
             cls[g_rows[j]] = gv[starts[j]:starts[j + 1]]
         o = owner[pc]
         hit = o >= 0
-        fg_both += np.bincount(pr[hit] * m + o[hit], minlength=n * m)
+        pair = pr[hit] * m + o[hit]
+        hit_ignored = cls[pc[hit]] >= c
+        fg_both += np.bincount(pair[~hit_ignored], minlength=n * m)
+        in_ignored += np.bincount(pair[hit_ignored] * c + pv[hit][hit_ignored], minlength=n * m * c)
         same = hit & (cls[pc] == pv)
         inter += np.bincount((pr[same] * m + o[same]) * c + pv[same], minlength=n * m * c)
     inter = inter.reshape(n, m, c).astype(np.float64)
-    inter[..., 0] = hw - fg_p[:, None] - fg_g[None, :] + fg_both.reshape(n, m)
-    union = area_p[:, None, :] + area_g[None, :, :] - inter
+    in_ignored = in_ignored.reshape(n, m, c)
+    kept = hw - ignored[None, :]                                          # (1, m) pixels each pair counts
+    fg_p_kept = fg_p[:, None] - in_ignored[..., 1:].sum(2)                # (n, m)
+    inter[..., 0] = kept - fg_p_kept - fg_g[None, :] + fg_both.reshape(n, m)
+    pred_area = area_p[:, None, :] - in_ignored                           # (n, m, c)
+    pred_area[..., 0] = kept - fg_p_kept
+    union = pred_area + area_g[None, :, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         return inter / union, area_g
 
 
+def _person_image(p: np.ndarray, g: np.ndarray, num_classes: int, lo: int):
+    """One image's kept predictions against its GT persons: (best mean IoU, best GT index, per-part IoU
+    with that GT, number of part classes that GT has)."""
+    n = len(p)
+    if len(g) == 0:
+        return np.full(n, -np.inf), np.full(n, -1, np.int64), np.full((n, num_classes - 1), np.nan), np.zeros(n)
+    if p.shape[1:] != g.shape[1:]:
+        raise ValueError(f"prediction is {p.shape[1:]} but ground truth is {g.shape[1:]}")
+    iou, area_g = _class_iou_matrix(p, g, num_classes)                 # (n, m, C), (m, C)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(iou[..., lo:], axis=-1)                      # (n, m)
+    mean = np.where(np.isnan(mean), -np.inf, mean)                     # NaN never wins (strict >)
+    best = np.argmax(mean, axis=1)
+    rows = np.arange(n)
+    return mean[rows, best], best, iou[rows, best, 1:], (area_g[best, 1:] > 0).sum(1).astype(np.float64)
+
+
+def _check_classes(what: str, a: np.ndarray, num_classes: int, ignore_index: int | None = None) -> None:
+    bad = a[(a >= num_classes) & (a != ignore_index)] if ignore_index is not None else a[a >= num_classes]
+    if bad.size:
+        raise ValueError(f"{what} has class {int(bad.max())} >= num_classes={num_classes}")
+
+
 def person_ap(preds: list[PersonInstances | None], gts: list, num_classes: int, thresholds=PARSING_THRESHOLDS,
-              score_thresh: float | None = None, background: str = "include") -> PersonAPResult:
+              score_thresh: float | None = None, background: str = "include", ignore_index: int = 255
+              ) -> PersonAPResult:
     """Person-level AP^p and PCP (MHP ``eval_mhp.py`` / Parsing R-CNN ``parsing_eval.py``, notes B.5).
 
     ``gts[i]`` holds image i's ground-truth persons: an ``(M, H, W)`` array or a list of HxW part
-    label maps (0 outside the person, values < ``num_classes``); persons without a non-zero pixel
-    are skipped. ``preds[i]`` is a :class:`PersonInstances` (``None`` = no prediction; its ground
-    truth still counts). At each threshold t:
+    label maps (0 outside the person, values < ``num_classes``, ``ignore_index`` for pixels not to
+    score); persons without a non-zero pixel are skipped. ``preds[i]`` is a :class:`PersonInstances`
+    (``None`` = no prediction; its ground truth still counts). At each threshold t:
 
-    * all predictions are ordered by ``np.argsort(-scores)`` (the scripts' order);
+    * all predictions are ordered by ``np.argsort(-scores)`` over the float64 scores (the scripts' order);
     * for each prediction, the per-class IoU with each GT person of its image is computed from the
       full-image confusion matrix over **all** classes including background 0 (``background=
       "include"``, official: the whole-image background IoU inflates the score) or classes 1..C-1
-      (``"exclude"``), 0/0 = NaN; the score is their nanmean; the best GT is the first maximum;
+      (``"exclude"``), 0/0 = NaN; pixels where that GT person is ``ignore_index`` are left out of the
+      matrix, prediction included (the scripts' ``fast_hist``); the score is their nanmean; the best GT
+      is the first maximum;
     * TP iff that score > t and the GT is not yet matched (matches are fresh per threshold); an
       already matched best GT makes an FP -- the second best is not tried;
     * on a TP, PCP = #classes c >= 1 with IoU_c > t / #part classes present in the GT (0 if none);
       PCP(t) = sum over TPs / #GT persons (unmatched GT count 0);
     * rec = cumTP / #GT persons, AP = VOC area.
 
-    ``score_thresh``: predictions with a lower score are skipped, not counted as FP (Parsing R-CNN
-    ``PRCNN.SCORE_THRESH`` 0.001).
+    ``score_thresh``: as Parsing R-CNN (``PRCNN.SCORE_THRESH`` 0.001), every prediction is sorted first
+    and those with a lower score are then skipped, not counted as FP (so ties keep the official order).
     """
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predictions for {len(gts)} ground-truth images")
@@ -384,51 +423,35 @@ def person_ap(preds: list[PersonInstances | None], gts: list, num_classes: int, 
         raise ValueError(f"background must be 'include' or 'exclude', got {background!r}")
     thr = _thresholds(thresholds)
     lo = 0 if background == "include" else 1
-    score_l, ov_l, key_l, part_iou_l, den_l = [], [], [], [], []
+    score_l, kept_l, ov_l, key_l, part_iou_l, den_l = [], [], [], [], [], []
     npos = 0
     for pred, gt in zip(preds, gts):
         g = _as_person_stack(gt, None if pred is None else pred.image_size)
-        if g.size and g.max() >= num_classes:
-            raise ValueError(f"ground truth has class {int(g.max())} >= num_classes={num_classes}")
+        _check_classes("ground truth", g, num_classes, ignore_index)
         g = g[_flat(g).any(1)]
         offset = npos
         npos += len(g)
         if pred is None or len(pred) == 0:
             continue
-        p = pred.full_parsings()
         s = np.asarray(pred.scores, np.float64).reshape(-1)
-        if score_thresh is not None:
-            keep = score_at_least(np.asarray(pred.scores).reshape(-1), score_thresh)
-            p, s = p[keep], s[keep]
-        if len(s) == 0:
-            continue
-        if p.max() >= num_classes:
-            raise ValueError(f"prediction has class {int(p.max())} >= num_classes={num_classes}")
-        n = len(s)
-        if len(g) == 0:
-            score_l.append(s)
-            ov_l.append(np.full(n, -np.inf))
-            key_l.append(np.full(n, -1, np.int64))
-            part_iou_l.append(np.full((n, num_classes - 1), np.nan))
-            den_l.append(np.zeros(n))
-            continue
-        if p.shape[1:] != g.shape[1:]:
-            raise ValueError(f"prediction is {p.shape[1:]} but ground truth is {g.shape[1:]}")
-        iou, area_g = _class_iou_matrix(p, g, num_classes)             # (n, m, C), (m, C)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(iou[..., lo:], axis=-1)                  # (n, m)
-        mean = np.where(np.isnan(mean), -np.inf, mean)                 # NaN never wins (strict >)
-        best = np.argmax(mean, axis=1)
-        rows = np.arange(n)
+        kept = (np.ones(len(s), bool) if score_thresh is None
+                else score_at_least(np.asarray(pred.scores).reshape(-1), score_thresh))
+        p = pred.full_parsings()[kept]
+        _check_classes("prediction", p, num_classes)
+        ov, best, part_iou, den = (np.full(len(s), -np.inf), np.full(len(s), -1, np.int64),
+                                   np.full((len(s), num_classes - 1), np.nan), np.zeros(len(s)))
+        if kept.any():
+            ov[kept], best[kept], part_iou[kept], den[kept] = _person_image(p, g, num_classes, lo)
         score_l.append(s)
-        ov_l.append(mean[rows, best])
-        key_l.append(offset + best)
-        part_iou_l.append(iou[rows, best, 1:])
-        den_l.append((area_g[best, 1:] > 0).sum(1).astype(np.float64))
+        kept_l.append(kept)
+        ov_l.append(ov)
+        key_l.append(np.where(best >= 0, offset + best, -1))
+        part_iou_l.append(part_iou)
+        den_l.append(den)
     scores, ovs, dens = _cat(score_l, (0,)), _cat(ov_l, (0,)), _cat(den_l, (0,))
     keys, part_iou = _cat(key_l, (0,), np.int64), _cat(part_iou_l, (0, num_classes - 1))
-    order = np.argsort(-scores)
+    order = np.argsort(-scores)                                        # sort everything, then skip
+    order = order[_cat(kept_l, (0,), bool)[order]]
     ovs, keys, part_iou, dens = ovs[order], keys[order], part_iou[order], dens[order]
     ap, pcp, rec_end = np.full(len(thr), np.nan), np.full(len(thr), np.nan), np.full(len(thr), np.nan)
     for ti, t in enumerate(thr):
@@ -440,7 +463,7 @@ def person_ap(preds: list[PersonInstances | None], gts: list, num_classes: int, 
             with np.errstate(invalid="ignore"):
                 hits = (part_iou[tp] > t).sum(1)
             pcp[ti] = float(np.sum(np.where(dens[tp] > 0, hits / np.maximum(dens[tp], 1), 0.0)) / npos)
-    return PersonAPResult(thresholds=thr, ap=ap, pcp=pcp, recall=rec_end, npos=npos, num_preds=len(scores),
+    return PersonAPResult(thresholds=thr, ap=ap, pcp=pcp, recall=rec_end, npos=npos, num_preds=len(order),
                           background=background)
 
 

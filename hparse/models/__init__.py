@@ -7,6 +7,7 @@ from ..registry import Registry
 
 MODELS = Registry("model")
 INPUT_KEYS = ("pixel_mean", "pixel_std")  # config keys of every model (ParsingModel.set_input_normalization)
+NORM_KEY = "norm"  # config key of every model: bn (as built), gn or frozen_bn (hparse.models.norms)
 
 
 def build_model(cfg: dict, meta, loss: list[dict] | None = None):
@@ -14,6 +15,7 @@ def build_model(cfg: dict, meta, loss: list[dict] | None = None):
     ``loss`` is the config's loss list (omit it for inference)."""
     from ..errors import ConfigError
     from .config_check import check_loss_config, check_model_config
+    from .norms import convert_norms
 
     cfg = dict(cfg)
     kind = cfg.get("type")
@@ -24,18 +26,21 @@ def build_model(cfg: dict, meta, loss: list[dict] | None = None):
     if loss:
         check_loss_config(loss)
     cfg.pop("type")
-    norm = {k: cfg.pop(k) for k in INPUT_KEYS if k in cfg}
+    stats = {k: cfg.pop(k) for k in INPUT_KEYS if k in cfg}
+    norm = cfg.pop(NORM_KEY, "bn")
     try:
         model = MODELS.build(kind, meta, loss=loss, **cfg)
     except TypeError as e:
         raise ConfigError(f"model {kind}: {e}") from e
-    model.set_input_normalization(**norm)
+    model.set_input_normalization(**stats)
+    convert_norms(model, norm)
     return model
 
 
 def _import_all() -> None:
     from . import (
         acenet,  # noqa: F401
+        aiparsing,  # noqa: F401
         ce2p,  # noqa: F401
         cnif,  # noqa: F401
         mman,  # noqa: F401

@@ -37,7 +37,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import MODELS
@@ -48,6 +47,7 @@ from .blocks import (
     ConvBNAct,
     GlobalConv,
     NonLocal2d,
+    adaptive_avg_pool,
     upsample_like,
 )
 from .ce2p import CE2PTrunk
@@ -183,7 +183,7 @@ class SkeletonBranch(nn.Module):
         own = [m(f) for m, f in zip(self.reduce, levels)]
         ref = own[0]
         shuffled = self.shuffle(torch.cat([upsample_like(x, ref) for x in own], dim=1)).chunk(len(own), dim=1)
-        lat = [m(torch.cat([x, F.adaptive_avg_pool2d(y, x.shape[-2:])], dim=1))
+        lat = [m(torch.cat([x, adaptive_avg_pool(y, x.shape[-2:])], dim=1))
                for m, x, y in zip(self.lateral, own, shuffled)]
         x = lat[-1]
         for i in range(len(lat) - 2, -1, -1):

@@ -10,6 +10,8 @@
 - ``channel_shuffle`` / ``ChannelShuffle`` and ``GlobalConv``: ACENet blocks (A.1).
 - ``ChannelAttention``: DANet's channel attention module (CAM; ACENet's Table 1 competitor).
 - ``upsample_like``: bilinear resize to a reference size (align_corners=True by default, as CE2P).
+- ``adaptive_avg_pool`` / ``AdaptiveAvgPool``: adaptive average pooling that stays correct at every input
+  size when the network is traced for export (``exporting()``); in eager mode it is PyTorch's own op.
 
 Attribute names stay close to CE2P's to ease porting checkpoints: each ``ConvBNAct`` is a ``Sequential``
 ``(conv, bn[, act])`` indexed 0/1 like CE2P's ``nn.Sequential(conv, InPlaceABNSync)``; ``PPM`` has
@@ -69,15 +71,51 @@ class ConvBNAct(nn.Sequential):
         self.in_channels, self.out_channels = in_ch, out_ch
 
 
+def exporting() -> bool:
+    """True while the network is traced for export (TorchScript or ONNX): shapes are then symbolic, so code
+    must not branch on them or turn them into Python numbers (the trace would bake the traced size in)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def upsample_like(x: torch.Tensor, ref: torch.Tensor | Sequence[int], mode: str = "bilinear",
                   align_corners: bool | None = True) -> torch.Tensor:
-    """Resize ``x`` to the spatial size of ``ref`` (a tensor or an ``(H, W)`` size); no-op if equal."""
+    """Resize ``x`` to the spatial size of ``ref`` (a tensor or an ``(H, W)`` size); no-op if equal (when
+    exporting it always resizes: a resize to the same size is the identity, and the size is symbolic)."""
     size = tuple(ref.shape[-2:]) if isinstance(ref, torch.Tensor) else tuple(int(s) for s in ref)
-    if tuple(x.shape[-2:]) == size:
+    if not exporting() and tuple(x.shape[-2:]) == size:
         return x
     if mode in ("nearest", "area", "nearest-exact"):
         align_corners = None
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+
+
+def _pooling_matrix(n_in, n_out, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) weights of adaptive average pooling along one axis: row i averages the inputs
+    ``floor(i * n_in / n_out) .. ceil((i + 1) * n_in / n_out) - 1`` (PyTorch's bins); sizes may be symbolic."""
+    i = torch.arange(n_out, device=like.device)
+    start = torch.div(i * n_in, n_out, rounding_mode="floor")
+    end = torch.div((i + 1) * n_in + n_out - 1, n_out, rounding_mode="floor")
+    pos = torch.arange(n_in, device=like.device)
+    inside = ((pos[None] >= start[:, None]) & (pos[None] < end[:, None])).to(like.dtype)
+    return inside / inside.sum(1, keepdim=True)
+
+
+def adaptive_avg_pool(x: torch.Tensor, size) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)``; when exporting, the same bins as two matrix products whose weights
+    are computed from the (symbolic) input size, because exporters bake a fixed kernel into the graph."""
+    out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
+    if not exporting() or (isinstance(out_h, int) and isinstance(out_w, int) and out_h == out_w == 1):
+        return F.adaptive_avg_pool2d(x, size)
+    rows = _pooling_matrix(x.shape[-2], out_h, x)
+    cols = _pooling_matrix(x.shape[-1], out_w, x)
+    return rows @ x @ cols.transpose(0, 1)
+
+
+class AdaptiveAvgPool(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d`` that exports correctly at every input size (see :func:`adaptive_avg_pool`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return adaptive_avg_pool(x, self.output_size)
 
 
 class PPM(nn.Module):
@@ -92,7 +130,7 @@ class PPM(nn.Module):
         super().__init__()
         self.bins = tuple(bins)
         self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), ConvBNAct(in_ch, stage_ch, 1, act=act, norm=norm))
+            nn.Sequential(AdaptiveAvgPool(b), ConvBNAct(in_ch, stage_ch, 1, act=act, norm=norm))
             for b in self.bins
         )
         self.bottleneck = ConvBNAct(in_ch + len(self.bins) * stage_ch, out_ch, 3, act=act, norm=norm)

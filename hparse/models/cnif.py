@@ -278,6 +278,13 @@ class CNIF(ParsingModel):
                 out.append(self.gate_bu[k]([c[:, ch].flatten(1) for ch in hier.children[lvl]]))
         return torch.stack(out, 2)
 
+    @staticmethod
+    def _gate_table(g: torch.Tensor, srcs: tuple[str, ...]) -> torch.Tensor:
+        """(B, N, S) gates of a level's sources -> (B, N, len(SOURCES)), 0 where a source is absent (built
+        from ``g`` alone, so an exported network keeps a dynamic batch)."""
+        zero = torch.zeros_like(g[..., 0])
+        return torch.stack([g[..., srcs.index(s)] if s in srcs else zero for s in SOURCES], -1)
+
     def _marginals(self, logits: torch.Tensor, lvl: int) -> torch.Tensor:
         """Log-probabilities of the level-``lvl`` nodes from part logits (sum of the parts' softmax)."""
         lp = logits.log_softmax(1)
@@ -334,9 +341,7 @@ class CNIF(ParsingModel):
             else:
                 g = self._gates(lvl, caps, b)  # (B, N, S)
                 fused[lvl] = self.fuse[f"l{lvl}"](stack * g[..., None, None])
-                full = g.new_zeros(b, hier.sizes[lvl], len(SOURCES))
-                full[..., [SOURCES.index(s) for s in srcs]] = g
-                gates.append(full)
+                gates.append(self._gate_table(g, srcs))
             for s in srcs[1:]:
                 out[f"{s}_l{lvl}"] = preds[lvl][s]
             out[f"sources_l{lvl}"] = torch.cat([fused[lvl].unsqueeze(1), stack.transpose(1, 2)], 1)

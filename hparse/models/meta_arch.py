@@ -38,6 +38,15 @@ class SemanticResult:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+class TrainingLosses(dict):
+    """The named losses of a training forward; ``outputs`` keeps the raw outputs they came from, for the
+    trainer's hooks (e.g. adversarial training). A dict, so it passes through DistributedDataParallel."""
+
+    def __init__(self, losses: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]):
+        super().__init__(losses)
+        self.outputs = outputs
+
+
 class ParsingModel(nn.Module):
     """Base of every model; subclasses implement :meth:`network` (and, for extras, :meth:`postprocess`).
 
@@ -89,10 +98,12 @@ class ParsingModel(nn.Module):
 
     def forward(self, batch: dict):
         outputs = self.network(self.normalize(batch["image"]))
-        return self.losses(outputs, batch) if self.training else self.inference(outputs, batch)
+        if self.training:
+            return TrainingLosses(self.losses(outputs, batch), outputs)
+        return self.inference(outputs, batch)
 
     def forward_train(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """``(losses, raw outputs)``: what the trainer's hooks (e.g. adversarial training) also look at."""
+        """``(losses, raw outputs)`` of a training forward, whatever the module's mode."""
         outputs = self.network(self.normalize(batch["image"]))
         return self.losses(outputs, batch), outputs
 

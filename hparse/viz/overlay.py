@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from .legend import legend_panel
 
 
 def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -10,12 +14,17 @@ def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return np.asarray(palette, dtype=np.uint8)[np.asarray(label, dtype=np.uint8)]
 
 
-def overlay(image: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """Blend the colour map over the image; background (0) stays the plain image."""
+def overlay(image: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: float = 0.55,
+            classes: Sequence[str] | None = None) -> np.ndarray:
+    """Blend the colour map over the image; background (0) stays the plain image. With ``classes`` (the
+    label set's names) a legend of the classes present is added as a panel on the right."""
     col = colorize(label, palette).astype(np.float32)
     img = image.astype(np.float32)
     a = np.where(label[..., None] > 0, alpha, 0.0).astype(np.float32)
-    return np.clip(img * (1 - a) + col * a + 0.5, 0, 255).astype(np.uint8)
+    blended = np.clip(img * (1 - a) + col * a + 0.5, 0, 255).astype(np.uint8)
+    if classes is None:
+        return blended
+    return np.concatenate([blended, legend_panel(label, palette, classes, blended.shape[0])], axis=1)
 
 
 def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.6) -> np.ndarray:

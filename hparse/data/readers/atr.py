@@ -19,8 +19,14 @@ class ATRReader(Reader):
     native_label_set = "atr"
     splits = ("train", "val", "test", "all")
 
+    def _base(self):
+        return self.root / "humanparsing" if (self.root / "humanparsing").is_dir() else self.root
+
+    def split_lists(self, split: str) -> tuple:
+        return tuple(dict.fromkeys((self.root / f"{split}_id.txt", self._base() / f"{split}_id.txt")))
+
     def index(self) -> list[Item]:
-        base = self.root / "humanparsing" if (self.root / "humanparsing").is_dir() else self.root
+        base = self._base()
         images = self.require(base / "JPEGImages", "image folder")
         labels = next((base / d for d in ("Segmentations", "SegmentationClassAug")
                        if (base / d).is_dir()), None)
@@ -29,7 +35,5 @@ class ATRReader(Reader):
         if self.split == "all":
             ids = sorted(p.stem for p in labels.glob("*.png"))
         else:
-            ids = self.read_id_list(*dict.fromkeys((self.root / f"{self.split}_id.txt",
-                                                    base / f"{self.split}_id.txt")),
-                                    hint="; without split lists use split 'all'")
+            ids = self.read_id_list(*self.split_lists(self.split), hint="; without split lists use split 'all'")
         return self.make_items(ids, images, labels)

@@ -19,9 +19,11 @@ key                value
 Only ``id``, ``image`` and ``meta`` are always present. ``person_labels[k - 1]`` belongs to
 person ``k`` of ``human_ids``. A reader indexes its files when it is built (a missing list
 or folder fails at once, naming the path; so do files a list names that are not there,
-listed with their count) and loads a sample on ``reader[i]``; anything wrong with one
-sample raises :class:`~hparse.errors.DataError` naming the file, so a training loop can
-report and skip it instead of dying mid-epoch.
+listed with their count, broken symbolic links named as such) and loads a sample on
+``reader[i]``; anything wrong with one sample raises :class:`~hparse.errors.DataError` naming
+the file, so a training loop can report and skip it instead of dying mid-epoch. An id a split
+list repeats is kept once (one warning naming the list). Layouts with split lists
+(:meth:`Reader.split_lists`) accept any split whose list exists, e.g. a ``test.txt`` you add.
 
 ``Item.extra`` keys with a standard meaning, loaded by :meth:`Reader.load_extra`:
 ``human`` / ``instance`` (PNG paths), ``instance_txt`` (the "inst_id class_id human_id"
@@ -30,7 +32,10 @@ lines), ``joints`` (a (J, 3) array) and ``meta`` (a dict merged into ``sample["m
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +50,8 @@ from ...registry import Registry
 from ..convert import get_converter
 
 READERS = Registry("dataset layout")
+log = logging.getLogger("hparse.data")
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 
 
 class SplitNotFoundError(DataError):
@@ -71,8 +78,10 @@ class Reader(Sequence):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: dataset root not found")
-        if split not in self.splits:
-            raise DataError(f"{type(self).__name__}: unknown split {split!r}; choose from {self.splits}")
+        if split not in self.splits and not self.has_split_list(split):
+            lists = self.split_lists(split) if _SPLIT_NAME.fullmatch(split) else ()
+            raise DataError(f"{type(self).__name__}: unknown split {split!r}; choose from {self.splits}"
+                            + (f", or add the split list {lists[0]}" if lists else ""))
         self.split = split
         self.label_set = label_set or self.default_label_set
         self.meta: DatasetMeta = get_meta(self.label_set)
@@ -93,6 +102,14 @@ class Reader(Sequence):
 
     def index(self) -> list[Item]:
         raise NotImplementedError
+
+    def split_lists(self, split: str) -> tuple[Path, ...]:
+        """The list files that define ``split`` in layouts with split lists (override); a split outside
+        :attr:`splits` is accepted when one of them exists (e.g. a ``test.txt`` you added)."""
+        return ()
+
+    def has_split_list(self, split: str) -> bool:
+        return bool(_SPLIT_NAME.fullmatch(split)) and any(p.is_file() for p in self.split_lists(split))
 
     def load_label(self, item: Item) -> np.ndarray:
         """Native label map of an item (override for .mat files, grey-value remaps...)."""
@@ -171,12 +188,17 @@ class Reader(Sequence):
 
     @staticmethod
     def read_id_list(*paths: Path, hint: str = "") -> list[str]:
-        """Ids of the first existing list file (first token per line, image suffix dropped)."""
+        """Ids of the first existing list file (first token per line, image suffix dropped); an id listed
+        more than once is kept once, with one warning naming the list and the repeated ids."""
         path = next((p for p in paths if p.is_file()), None)
         if path is None:
             raise SplitNotFoundError(f"{' or '.join(map(str, paths))}: split list not found{hint}")
-        ids = [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
-        return [i[: -len(Path(i).suffix)] if Path(i).suffix.lower() in IMAGE_EXTENSIONS else i for i in ids]
+        try:
+            ids = [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: cannot read the split list ({e})") from e
+        ids = [i[: -len(Path(i).suffix)] if Path(i).suffix.lower() in IMAGE_EXTENSIONS else i for i in ids]
+        return unique_ids(ids, path)
 
     @staticmethod
     def require(path: Path, what: str = "file") -> Path:
@@ -204,10 +226,22 @@ class Reader(Sequence):
 
         paths = (p for it in self.items for v in (it.image, it.label, *it.extra.values())
                  for p in (v if isinstance(v, list) else [v]) if isinstance(p, Path))
-        missing = [p for p in paths if not exists(p)]
+        missing = [p for p in paths if not exists(p) or (p.is_symlink() and not p.exists())]
         if missing:
-            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
-            raise DataError(f"{self.root}: {len(missing)} file(s) of split {self.split!r} not found: {shown}")
+            shown = ", ".join(f"{p} (broken symbolic link)" if p.is_symlink() else str(p) for p in missing[:5])
+            raise DataError(f"{self.root}: {len(missing)} file(s) of split {self.split!r} not found: "
+                            f"{shown}{', ...' if len(missing) > 5 else ''}")
+
+
+def unique_ids(ids: list[str], source) -> list[str]:
+    """``ids`` with repeats dropped (first occurrence kept); one warning naming ``source`` and the repeats."""
+    counts = Counter(ids)
+    repeated = {i: n for i, n in counts.items() if n > 1}
+    if repeated:
+        shown = ", ".join(f"{i!r} x{n}" for i, n in list(repeated.items())[:5])
+        log.warning("%s: %d id(s) listed more than once (%s%s); each is used once", source, len(repeated),
+                    shown, ", ..." if len(repeated) > 5 else "")
+    return list(dict.fromkeys(ids))
 
 
 def person_labels(label: np.ndarray, human_ids: np.ndarray) -> list[np.ndarray]:

@@ -14,8 +14,11 @@ class CCPReader(Reader):
     native_label_set = "ccp"
     default_label_set = "ccp15"
 
+    def split_lists(self, split: str) -> tuple:
+        return (self.root / f"{split}.txt",)
+
     def index(self) -> list[Item]:
-        ids = self.read_id_list(self.root / f"{self.split}.txt")
+        ids = self.read_id_list(*self.split_lists(self.split))
         photos, annos = self.root / "photos", self.root / "annotations" / "pixel-level"
         return [Item(i, photos / f"{i}.jpg", annos / f"{i}.mat") for i in ids]
 

@@ -1,7 +1,7 @@
 """Custom data in a plain folder, in any registered label set (``label_set=`` is required).
 
 Layouts: ``ROOT/images/<stem>.<ext>`` + ``ROOT/labels/<stem>.png`` (label PNGs hold class ids),
-with either split lists ``ROOT/{train,val,test}.txt`` (stems) or split subfolders
+with either split lists ``ROOT/{train,val,test}.txt`` (stems; any other ``ROOT/<split>.txt`` too) or split subfolders
 ``ROOT/{train,val,test}/{images,labels}``. A folder with neither serves all its images for
 whatever split is asked for. Images without a label are allowed only in split "test"
 (inference); in the other splits a missing label is an error.
@@ -26,6 +26,9 @@ class FolderReader(Reader):
             raise ConfigError(f"the folder layout needs label_set=... (one of: {', '.join(list_metas())})")
         self.native_label_set = get_meta(label_set).name
         super().__init__(root, split, label_set)
+
+    def split_lists(self, split: str) -> tuple:
+        return (self.root / f"{split}.txt",)
 
     def index(self) -> list[Item]:
         r, s = self.root, self.split

@@ -13,7 +13,10 @@ from .base import READERS, Item, Reader
 class PascalPersonPartReader(Reader):
     native_label_set = "pascal_person_part"
 
+    def split_lists(self, split: str) -> tuple:
+        return (self.root / f"{split}_id.txt",)
+
     def index(self) -> list[Item]:
-        ids = self.read_id_list(self.root / f"{self.split}_id.txt")
+        ids = self.read_id_list(*self.split_lists(self.split))
         return self.make_items(ids, self.require(self.root / "JPEGImages", "image folder"),
                                self.require(self.root / "SegmentationPart", "label folder"))

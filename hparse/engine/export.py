@@ -1,0 +1,189 @@
+"""A model's network for other runtimes: ONNX (dynamic batch, height and width) and TorchScript.
+
+What is exported is :class:`ExportedNetwork`: input ``image``, float32 ``(B, 3, H, W)`` RGB in **0..255**
+(the network normalises with the model's own ``pixel_mean`` / ``pixel_std`` inside, so users need not know
+them); ``H`` and ``W`` any multiple of 32 (``hparse`` resizes the photo to the long side and pads it with the
+mean pixel to a multiple of 32, see :mod:`hparse.engine.inference`). Outputs, by name: ``parsing`` (part
+logits, ``(B, classes, h, w)`` at the model's output stride) followed by the model's ``extra_outputs`` it
+produces (e.g. CE2P ``edge``; CNIF ``level2``, ``level3``, ``gates``). The ONNX file's metadata holds the label
+set, the class names and this contract.
+
+ONNX files come from PyTorch's TorchScript-based exporter (``dynamo=False``: it needs only the ``onnx``
+package and takes seconds) at opset :data:`ONNX_OPSET`. The models keep their sizes symbolic while traced
+(``hparse.models.blocks.exporting``), and :func:`check_export` compares an export with PyTorch at sizes other
+than the traced one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import HParseError
+from ..io.atomic import atomic_path
+
+ONNX_OPSET = 17
+FORMATS = ("pt", "onnx", "torchscript")
+TRACE_SIZE = (256, 192)  # the example input traced (any multiple of 32 works at run time)
+INPUT_CONTRACT = "image: float32 (B, 3, H, W) RGB 0..255, H and W multiples of 32, normalised inside"
+
+
+class ExportedNetwork(nn.Module):
+    """``model.network(model.normalize(image))`` as a tuple in the order of :attr:`output_names`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.output_names = network_output_names(model)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model.network(self.model.normalize(image))
+        return tuple(out[k] for k in self.output_names)
+
+
+def check_exportable(model: nn.Module) -> None:
+    """An :class:`HParseError` for models whose inference is not a fixed set of tensors."""
+    if getattr(model, "task", "semantic") != "semantic":
+        raise HParseError(f"{type(model).__name__} is an instance model: its outputs (per-person lists decoded in "
+                          "Python) cannot be exported; use --format pt")
+    bad = [type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    if bad:
+        raise HParseError(f"{type(model).__name__} keeps {bad[0]} in training mode at inference (batch statistics, "
+                          "e.g. MMAN's keep_bn_training): such a network cannot be exported")
+
+
+@torch.no_grad()
+def network_output_names(model: nn.Module) -> tuple[str, ...]:
+    """``("parsing", *extras)``: the model's ``extra_outputs`` that it produces (one small probe pass)."""
+    probe = model.pixel_mean.expand(1, 3, 64, 64).clone()
+    out = model.network(model.normalize(probe))
+    return ("parsing",) + tuple(k for k in model.extra_outputs if k in out)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _example(model: nn.Module, batch: int = 1) -> torch.Tensor:
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(0)
+    return (torch.rand(batch, 3, *TRACE_SIZE, generator=g) * 255).to(device)
+
+
+def _dynamic_axes(names: tuple[str, ...], ranks: list[int]) -> dict:
+    axes = {"image": {0: "batch", 2: "height", 3: "width"}}
+    for name, rank in zip(names, ranks):
+        axes[name] = {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} if rank == 4 else {0: "batch"}
+    return axes
+
+
+# torch >= 2.9 defaults to the torch.export-based exporter (it needs onnxscript); ask for the TorchScript one
+_TORCHSCRIPT_EXPORTER = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
+@contextlib.contextmanager
+def _quiet_tracing():
+    """Silence what tracing says about code this module made trace-safe (symbolic sizes, see
+    ``hparse.models.blocks.exporting``; :func:`check_export` is the test), and the exporter's deprecation."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # InstanceNorm (MMAN's decoder) always normalises with the instance's own statistics: nothing to warn
+        warnings.filterwarnings("ignore", message=".*operator 'instance_norm' is set to")
+        yield
+
+
+def export_onnx(model: nn.Module, path: str | Path, opset: int = ONNX_OPSET) -> Path:
+    """Write ``model``'s :class:`ExportedNetwork` as ONNX (dynamic batch, height and width), atomically."""
+    try:
+        import onnx
+    except ImportError:
+        raise HParseError("ONNX export needs the onnx package: pip install 'hparse[onnx]'") from None
+    check_exportable(model)
+    with _eval_mode(model), torch.no_grad():
+        net = ExportedNetwork(model).eval()
+        x = _example(model)
+        ranks = [o.dim() for o in net(x)]
+        with atomic_path(path) as tmp, _quiet_tracing():
+            torch.onnx.export(net, (x,), str(tmp), opset_version=opset, input_names=["image"],
+                              output_names=list(net.output_names), dynamic_axes=_dynamic_axes(net.output_names, ranks),
+                              do_constant_folding=True, **_TORCHSCRIPT_EXPORTER)
+            proto = onnx.load(str(tmp))
+            onnx.helper.set_model_props(proto, _metadata(model, net.output_names, f"onnx opset {opset}"))
+            onnx.save(proto, str(tmp))
+    return Path(path)
+
+
+def export_torchscript(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model``'s :class:`ExportedNetwork` traced to TorchScript (``torch.jit.load``; returns a tuple in
+    the order of the ``output_names`` in the file's ``hparse.json`` extra file), atomically."""
+    check_exportable(model)
+    with _eval_mode(model), torch.no_grad():
+        net = ExportedNetwork(model).eval()
+        with _quiet_tracing():
+            traced = torch.jit.trace(net, (_example(model),), check_trace=False)
+        meta = json.dumps(_metadata(model, net.output_names, "torchscript"))
+        with atomic_path(path) as tmp, _quiet_tracing():
+            torch.jit.save(traced, str(tmp), _extra_files={"hparse.json": meta})
+    return Path(path)
+
+
+def _metadata(model: nn.Module, output_names, fmt: str) -> dict[str, str]:
+    meta = model.meta
+    return {"hparse.format": fmt, "hparse.input": INPUT_CONTRACT, "hparse.outputs": ",".join(output_names),
+            "hparse.label_set": meta.name, "hparse.classes": json.dumps(list(meta.classes))}
+
+
+def check_export(model: nn.Module, run, sizes=((256, 192), (320, 224), (224, 416)), batch: int = 1) -> float:
+    """The smallest share of pixels whose part argmax agrees between ``run(image) -> parsing logits`` (an
+    exported network) and PyTorch over ``sizes`` (multiples of 32; include sizes other than the traced one)."""
+    worst = 1.0
+    g = torch.Generator().manual_seed(1)
+    with _eval_mode(model), torch.no_grad():
+        net = ExportedNetwork(model)
+        for h, w in sizes:
+            x = torch.rand(batch, 3, h, w, generator=g) * 255
+            ref = net(x)[0].argmax(1).numpy()
+            got = np.asarray(run(x)).argmax(1)
+            if got.shape != ref.shape:
+                return 0.0
+            worst = min(worst, float((got == ref).mean()))
+    return worst
+
+
+def validate_out_path(out: str | Path) -> Path:
+    """An :class:`HParseError` for an OUT that is a folder or lies in a missing folder."""
+    out = Path(out)
+    if out.is_dir():
+        raise HParseError(f"OUT {out} is a folder; give the file to write")
+    if not out.parent.is_dir():
+        raise HParseError(f"OUT {out}: the folder {out.parent} does not exist")
+    return out
+
+
+def export_checkpoint(name_or_path, out: str | Path, fmt: str = "pt", half: bool = False) -> Path:
+    """``hparse export``: a checkpoint or shipped model -> slim ``pt`` weights, ``onnx`` or ``torchscript``."""
+    from .checkpoint import export_weights, model_from_checkpoint, resolve_weights
+
+    if fmt not in FORMATS:
+        raise HParseError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    out = validate_out_path(out)
+    if fmt == "pt":
+        return export_weights(resolve_weights(name_or_path), out, half=half)
+    if half:
+        raise HParseError("--half applies to --format pt only (ONNX and TorchScript exports are float32)")
+    model, _, _ = model_from_checkpoint(name_or_path, "cpu")
+    return export_onnx(model, out) if fmt == "onnx" else export_torchscript(model, out)

@@ -1,0 +1,70 @@
+"""What a parse request can ask for (``outputs=label,overlay,masks,json``) and how each is encoded."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from ..api import Parser
+from ..viz import overlay, present_classes
+
+OUTPUTS = ("label", "overlay", "masks", "json")
+MEDIA_TYPES = {"label": "image/png", "overlay": "image/jpeg"}
+
+
+def label_png(label: np.ndarray, palette: np.ndarray) -> bytes:
+    """Indexed PNG whose pixel values are the class ids (the palette is only for viewing)."""
+    im = Image.fromarray(label, mode="L").convert("P")
+    im.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
+    return _encode(im, "PNG")
+
+
+def overlay_jpeg(image: np.ndarray, label: np.ndarray, palette: np.ndarray, classes, legend: bool) -> bytes:
+    """The colours blended over the photo, with a legend of the classes present when ``legend``."""
+    return _encode(Image.fromarray(overlay(image, label, palette, classes=classes if legend else None)), "JPEG")
+
+
+def mask_pngs(label: np.ndarray, classes) -> dict[str, bytes]:
+    """One binary PNG (255 = the class) per class present, keyed by class id."""
+    return {str(c): _encode(Image.fromarray(((label == c) * 255).astype(np.uint8), mode="L"), "PNG")
+            for c in present_classes(label, len(classes))}
+
+
+def summary(parser: Parser, model: str, label: np.ndarray, palette: np.ndarray) -> dict:
+    """The JSON output: label set, size, and per class present its id, name, colour and pixel count."""
+    counts = np.bincount(label.ravel(), minlength=len(parser.classes))
+    return {"model": model, "label_set": parser.meta.name, "width": int(label.shape[1]),
+            "height": int(label.shape[0]),
+            "classes": [{"id": int(c), "name": parser.classes[c], "color": palette[c].tolist(),
+                         "pixels": int(counts[c])} for c in np.flatnonzero(counts[:len(parser.classes)])]}
+
+
+def _encode(im: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {"compress_level": 3}))
+    return buf.getvalue()
+
+
+def render(parser: Parser, model: str, image: np.ndarray, label: np.ndarray, outputs: tuple[str, ...],
+           palette_name: str | None, legend: bool) -> tuple[bytes | dict, str]:
+    """``(body, media type)``: a single image output as itself, anything else as JSON (images in base64)."""
+    palette = parser.meta.palette(palette_name)
+    if outputs == ("label",):
+        return label_png(label, palette), MEDIA_TYPES["label"]
+    if outputs == ("overlay",):
+        return overlay_jpeg(image, label, palette, parser.classes, legend), MEDIA_TYPES["overlay"]
+    body = summary(parser, model, label, palette)
+    if "label" in outputs:
+        body["label_png"] = _b64(label_png(label, palette))
+    if "overlay" in outputs:
+        body["overlay_jpeg"] = _b64(overlay_jpeg(image, label, palette, parser.classes, legend))
+    if "masks" in outputs:
+        body["masks_png"] = {c: _b64(png) for c, png in mask_pngs(label, parser.classes).items()}
+    return body, "application/json"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
