@@ -149,6 +149,35 @@ def test_parameter_counts_match_the_paper():
     assert count_params(cpu) == pytest.approx(4.06e6, rel=2e-3)
 
 
+def test_cost_of_the_cpu_variant_detector_and_rois():
+    from hparse.models.complexity import count_macs
+
+    cpu = build_model(C.load_config("aiparsing_cpu_ccpmulti")["model"], CCP15)
+    assert count_macs(cpu, (1, 3, 512, 512)) / 1e9 == pytest.approx(3.56, abs=0.01)   # the network: the detector
+    assert cpu.roi_head_macs() / 1e9 == pytest.approx(0.23, abs=0.005)                  # spec: 8 RoIs = 1.84 G
+
+
+def test_detection_backbone_options_keep_the_resnet_names():
+    from hparse.models.backbones import build_backbone
+
+    plain, caffe = build_backbone("resnet50"), build_backbone("resnet50", stride_in_1x1=True)
+    assert list(plain.state_dict()) == list(caffe.state_dict())
+    assert caffe.layer2[0].conv1.stride == (2, 2) and caffe.layer2[0].conv2.stride == (1, 1)
+    assert plain.layer2[0].conv1.stride == (1, 1) and plain.layer2[0].conv2.stride == (2, 2)
+    x101 = build_backbone("resnet101", groups=32, width_per_group=8)
+    assert count_params(x101) == 86_742_336 and x101.layer1[0].conv2.groups == 32
+    assert x101.layer1[0].conv2.out_channels == 256 and list(x101.state_dict())[:5] == list(plain.state_dict())[:5]
+    frozen = build_backbone("resnet18", width=0.25, freeze_at=2).train()
+    assert not any(p.requires_grad for p in [*frozen.conv1.parameters(), *frozen.layer1.parameters()])
+    assert all(p.requires_grad for p in frozen.layer2.parameters())
+    assert not frozen.bn1.training and not frozen.layer1[0].bn1.training and frozen.layer2[0].bn1.training
+    stats = build_backbone("resnet18", width=0.25, norm_eval=True).train()
+    assert not any(m.training for m in stats.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(p.requires_grad for p in stats.parameters())                  # affine still trained
+    with pytest.raises(ValueError, match="Bottleneck"):
+        build_backbone("resnet18", groups=32)
+
+
 @pytest.mark.parametrize("roi, spec, paper", [(14, 1.32, 1.2), (32, 6.92, 6.4), (48, 15.56, 14.5)])
 def test_pgec_multiply_adds_match_table_v(roi, spec, paper):
     from hparse.models.complexity import count_macs
@@ -354,14 +383,11 @@ def test_overfitting_four_scenes_drives_every_loss_down():
 
 # -- hparse train --------------------------------------------------------------------------------------------------
 
-def test_hparse_train_cpu_config_validates_with_instance_and_box(tmp_path, monkeypatch):
+def test_hparse_train_cpu_config_validates_with_instance_and_box(tmp_path):
     from typer.testing import CliRunner
 
-    import hparse.engine.trainer as trainer_module
     from hparse.cli import app
 
-    # until the trainer picks the model's collate itself (model.collate = "detection")
-    monkeypatch.setattr(trainer_module, "collate", detection_collate, raising=False)
     root = write_dataset(tmp_path / "ccp-multi", size=(128, 128))
     steps = [{"type": "RandomShortSide", "choices": [128, 160], "max_size": 160}, {"type": "HFlip", "p": 0.5},
              {"type": "PersonBoxes"}, {"type": "ToTensor"}]

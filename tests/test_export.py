@@ -97,6 +97,7 @@ def test_onnx_metadata_and_input_contract(tmp_path):
     assert dims == ["batch", "", "height", "width"]
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # torch.jit.load: TorchScript is deprecated upstream
 def test_torchscript_agrees_with_pytorch(tmp_path):
     model = light_model("default")
     traced = torch.jit.load(str(export_torchscript(model, tmp_path / "net.ts")))
@@ -167,8 +168,9 @@ def test_backend_choice_and_cache(tmp_path, monkeypatch):
 
 def test_int8_is_selected_only_above_the_agreement_floor():
     parser = hparse.load("default", backend="onnxruntime")
+    calibration = photos()[:1]
     with pytest.raises(HParseError, match="int8 not selected"):
-        parser.use_int8(photos(), min_agreement=1.01)
+        parser.use_int8(calibration, check=photos(), min_agreement=1.01)
     assert parser.backend == "onnxruntime" and parser.predictor.runner.name == "onnxruntime"
-    agreement = parser.use_int8(photos(), min_agreement=0.0)
+    agreement = parser.use_int8(calibration, check=photos(), min_agreement=0.0)
     assert 0.9 < agreement <= 1 and parser.predictor.runner.name == "onnxruntime-int8"

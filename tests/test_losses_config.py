@@ -114,3 +114,11 @@ def test_bad_override():
         C.apply_overrides({}, ["train.lr"])
     with pytest.raises(ConfigError, match="unknown section"):
         C.apply_overrides({}, ["trian.lr=1"])
+
+
+def test_balanced_edge_ce_is_finite_when_one_class_is_absent():
+    logits = torch.randn(2, 2, 4, 4, requires_grad=True)
+    for target in (torch.zeros(2, 4, 4, dtype=torch.long), torch.ones(2, 4, 4, dtype=torch.long)):
+        loss = BalancedEdgeCE()(logits, target)
+        assert torch.isfinite(loss) and loss.item() == 0
+        loss.backward()

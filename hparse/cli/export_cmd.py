@@ -26,7 +26,7 @@ def export(checkpoint: str = typer.Argument(..., help="training checkpoint (last
                                            "torchscript: the same network for torch.jit.load"),
            half: bool = typer.Option(False, help="--format pt: store float weights as float16 (half the size)")):
     """Write a slim inference checkpoint, or the network as ONNX or TorchScript (inputs and outputs: README,
-    "Fast inference / export")."""
+    "Fast inference and export")."""
     from ..engine.export import ONNX_OPSET, export_checkpoint
 
     try:

@@ -26,6 +26,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.
           model: list[str] = typer.Option(["default"], help="model to serve, repeatable: NAME=CHECKPOINT, a "
                                                               "shipped name or a checkpoint; the first is the default"),
           device: str = device_option(),
+          backend: str = typer.Option(None, help="what runs the network: torch or onnxruntime (default: the "
+                                                 "fastest installed)"),
           threads: int = typer.Option(None, min=1, help="PyTorch threads (default: PyTorch's)"),
           max_batch: int = typer.Option(8, min=1, help="images per forward pass"),
           max_wait_ms: float = typer.Option(10.0, min=0, help="how long a request waits for others to batch with"),
@@ -39,8 +41,8 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.
     except ImportError as e:
         fail(f'hparse serve needs the serve extra ({e.name} is missing): pip install "hparse[serve]"')
     setup_logging()
-    settings = ServiceSettings(models=_models(model), device=device, threads=threads, max_batch=max_batch,
-                               max_wait_ms=max_wait_ms, max_queue=max_queue,
+    settings = ServiceSettings(models=_models(model), device=device, backend=backend, threads=threads,
+                               max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                                max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
     try:
         run(settings, host=host, port=port, log_level=log_level)

@@ -39,7 +39,7 @@ import torch
 from ..config_schema import check_kwargs, check_type
 from ..errors import ConfigError
 from ..labels import IGNORE_INDEX, DatasetMeta, get_meta
-from . import targets  # noqa: F401  (registers the target steps: one pipeline namespace)
+from . import detection, targets  # noqa: F401  (register the target and detection steps: one pipeline namespace)
 from .transform_base import TRANSFORMS, Transform
 
 #: HxW maps moved with the image -> fill value outside the image ("label" = the step's

@@ -96,6 +96,9 @@ def resolve_backend(backend: str | None, model: torch.nn.Module, device) -> str:
     if backend == "onnxruntime":
         if not on_cpu:
             raise HParseError(f"the onnxruntime backend runs on the CPU, not {device}; use device cpu or backend torch")
+        if not semantic:
+            raise HParseError(f"the onnxruntime backend runs semantic models; {type(model).__name__} is an instance "
+                              "model: use backend torch")
         check_exportable(model)
         _import_onnxruntime()
     return backend

@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import config as C
-from ..data.dataset import EpochSampler, ParsingDataset, collate
+from ..data.dataset import EpochSampler, ParsingDataset
+from ..data.detection import build_collate
 from ..data.readers import build_reader
 from ..data.transforms import build_transforms
 from ..devices import resolve_device
@@ -87,6 +88,9 @@ class Trainer:
         if t["init_from"]:  # warm start: weights only, fresh optimiser and schedule
             load_weights(self.model, t["init_from"], self.meta)
         self.train_model = self._parallel(self.model, t)
+        # how samples become a batch: stacked (default) or padded with per-image sizes and target lists (detectors)
+        self.collate = build_collate(getattr(self.model, "collate", "default"),
+                                     getattr(self.model, "size_divisibility", 32))
         self.optimizer = build_optimizer(self.model, t)
         self.batch_size, self.accumulate, self.epochs = int(t["batch_size"]), int(t["accumulate"]), int(t["epochs"])
         self.global_batch = self.batch_size * self.accumulate * self.world
@@ -199,7 +203,7 @@ class Trainer:
         self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.batch_size)
         self.dataset.set_epoch(self.epoch)
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.sampler,
-                          num_workers=self.workers, collate_fn=collate, drop_last=True,
+                          num_workers=self.workers, collate_fn=self.collate, drop_last=True,
                           persistent_workers=False, generator=torch.Generator().manual_seed(self.seed),
                           worker_init_fn=_limit_worker_threads)
 

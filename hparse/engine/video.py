@@ -188,51 +188,62 @@ def parse_video(parser, path, out_dir, every: int = 1, smooth: float = 0.0, pale
     path, out_dir = Path(path), Path(out_dir)
     if every < 1:
         raise HParseError(f"every must be at least 1, got {every}")
-    frame_parser = _FrameParser(parser, smooth)
-    labels_dir = out_dir / path.stem
-    report = VideoReport(str(path), smooth=smooth, every=every, labels_dir=str(labels_dir))
-    pal = parser.meta.palette(palette)
+    frames = _FrameLoop(parser, _FrameParser(parser, smooth), parser.meta.palette(palette), legend,
+                        VideoReport(str(path), smooth=smooth, every=every, labels_dir=str(out_dir / path.stem)))
     start = time.perf_counter()
     with _open_video(path) as (container, stream):
         rate = _frame_rate(stream)
-        report.fps = float(rate)
+        frames.report.fps = float(rate)
         writer = VideoWriter(out_dir / f"{path.stem}_overlay.mp4", rate) if overlay_video else None
-        total = stream.frames or None
-        bar = tqdm(total=min(total, max_frames) if total and max_frames else total or max_frames,
-                   desc=f"parse {path.name}", unit="frame", disable=not progress)
-        label = None
-        try:
-            for index, rgb in enumerate(_frames(container, stream, path)):
-                if max_frames is not None and index >= max_frames:
-                    break
-                if index % every == 0:
-                    label = _parse_one(frame_parser, rgb, label, labels_dir / f"{index:06d}.png", pal, report)
+        total = min(n for n in (stream.frames, max_frames) if n) if stream.frames or max_frames else None
+        with tqdm(total=total, desc=f"parse {path.name}", unit="frame", disable=not progress) as bar:
+            try:
+                frames.run(_frames(container, stream, path), writer, max_frames, bar)
+            finally:
                 if writer is not None:
-                    writer.write(overlay(rgb, label, pal, classes=parser.classes if legend else None))
-                report.frames, report.size = index + 1, (int(rgb.shape[0]), int(rgb.shape[1]))
-                bar.update(1)
-        finally:
-            bar.close()
+                    writer.close()
+    return _finish(frames.report, path, out_dir, writer, time.perf_counter() - start)
+
+
+class _FrameLoop:
+    """Frames -> label PNGs (every ``report.every``-th), overlay frames and the flicker count, into ``report``."""
+
+    def __init__(self, parser, frame_parser: _FrameParser, palette: np.ndarray, legend: bool, report: VideoReport):
+        self.frame_parser, self.palette, self.report = frame_parser, palette, report
+        self.classes = parser.classes if legend else None
+        self.label: np.ndarray | None = None
+
+    def run(self, frames: Iterator[np.ndarray], writer: VideoWriter | None, max_frames: int | None, bar) -> None:
+        for index, rgb in enumerate(frames):
+            if max_frames is not None and index >= max_frames:
+                break
+            if index % self.report.every == 0:
+                self._parse(rgb, Path(self.report.labels_dir) / f"{index:06d}.png")
             if writer is not None:
-                writer.close()
-                report.overlay_video = str(writer.path)
+                writer.write(overlay(rgb, self.label, self.palette, classes=self.classes))
+            self.report.frames, self.report.size = index + 1, (int(rgb.shape[0]), int(rgb.shape[1]))
+            bar.update(1)
+
+    def _parse(self, rgb: np.ndarray, png: Path) -> None:
+        """Parse one frame, write its label PNG, count it and its flicker against the previous parsed frame."""
+        label = self.frame_parser(rgb)
+        write_label_png(png, label, self.palette)
+        if self.label is not None and self.label.shape == label.shape:
+            self.report.flicker_per_frame.append(flicker(self.label, label))
+        self.report.parsed += 1
+        self.label = label
+
+
+def _finish(report: VideoReport, path: Path, out_dir: Path, writer: VideoWriter | None,
+            seconds: float) -> VideoReport:
+    """Check that frames were decoded, fill in the totals, write ``<stem>_video.json``."""
     if report.frames == 0:
         raise DataError(f"{path}: no video frames could be decoded")
+    report.overlay_video = str(writer.path) if writer is not None else None
     report.flicker = float(np.mean(report.flicker_per_frame)) if report.flicker_per_frame else 0.0
-    report.seconds = time.perf_counter() - start
+    report.seconds = seconds
     write_text_atomic(out_dir / f"{path.stem}_video.json", json.dumps(report.to_dict(), indent=1))
     return report
-
-
-def _parse_one(frame_parser: _FrameParser, rgb: np.ndarray, previous: np.ndarray | None, png: Path, pal,
-               report: VideoReport) -> np.ndarray:
-    """Parse one frame, write its label PNG and count it (and its flicker against the previous one)."""
-    label = frame_parser(rgb)
-    write_label_png(png, label, pal)
-    if previous is not None and previous.shape == label.shape:
-        report.flicker_per_frame.append(flicker(previous, label))
-    report.parsed += 1
-    return label
 
 
 def write_pan_clip(photos: Sequence, path, seconds: float = 5.0, fps: int = 25, width: int = 640,

@@ -141,6 +141,8 @@ class BalancedEdgeCE(nn.Module):
         pos = (target == 1).sum().float()
         neg = (target == 0).sum().float()
         total = (pos + neg).clamp(min=1)
+        if pos == 0 or neg == 0:  # one class only: its balanced weight is 0 (CE would be 0 / 0)
+            return logits.sum() * 0
         weight = torch.stack([pos / total, neg / total]).to(logits.dtype)
         return F.cross_entropy(logits, target.masked_fill(~valid, self.ignore), weight=weight,
                                ignore_index=self.ignore)

@@ -30,6 +30,7 @@ from .outputs import OUTPUTS, render
 from .settings import ServiceSettings
 
 STATIC = Path(__file__).resolve().parent / "static"
+IDLE_RELEASE_S = 0.2
 
 
 class ParseOptions(BaseModel):
@@ -67,6 +68,7 @@ class ServiceState:
     workers: ThreadPoolExecutor
 
     in_flight: int = 0
+    idle_timer: asyncio.TimerHandle | None = None
 
     async def in_worker(self, fn, *args):
         """``fn(*args)`` in a decode / encode thread, off the event loop."""
@@ -74,15 +76,21 @@ class ServiceState:
 
     @asynccontextmanager
     async def request(self):
-        """Counts requests in flight; when the last one ends, freed memory goes back to the OS."""
+        """Counts requests in flight; once none has been for ``IDLE_RELEASE_S``, freed memory goes back to the OS."""
         self.in_flight += 1
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
         try:
             yield
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
-                with suppress(RuntimeError):                     # the workers have stopped: shutting down
-                    asyncio.get_running_loop().run_in_executor(self.workers, release_memory)
+                self.idle_timer = asyncio.get_running_loop().call_later(IDLE_RELEASE_S, self._release_if_idle)
+
+    def _release_if_idle(self) -> None:
+        if self.in_flight == 0:
+            with suppress(RuntimeError):                         # the workers have stopped: shutting down
+                asyncio.get_running_loop().run_in_executor(self.workers, release_memory)
 
 
 def create_app(settings: ServiceSettings | None = None, pool: ModelPool | None = None) -> FastAPI:
@@ -95,7 +103,7 @@ def create_app(settings: ServiceSettings | None = None, pool: ModelPool | None =
             import torch
 
             torch.set_num_threads(settings.threads)
-        served = pool or await run_in_threadpool(ModelPool, settings.models, settings.device)
+        served = pool or await run_in_threadpool(ModelPool, settings.models, settings.device, settings.backend)
         batcher = Batcher(served.run, settings.max_batch, settings.max_batch_pixels, settings.max_wait_ms / 1000,
                           settings.max_queue, settings.max_queued_pixels)
         batcher.start()
@@ -151,7 +159,7 @@ def _add_routes(app: FastAPI) -> None:
                                  _long_side(options.long_side, s.settings))
         async with s.request():
             image = await s.in_worker(decode_image, await _upload(request), s.settings.max_pixels)
-            label = await s.batcher.submit(setting, s.pool.canvas_key(setting, *image.shape[:2]), image)
+            label = await s.batcher.submit(setting, image)
             body, media = await s.in_worker(render, s.pool.parser(setting.model), setting.model, image, label,
                                             outputs, options.palette, options.legend)
         return JSONResponse(body) if isinstance(body, dict) else Response(body, media_type=media)

@@ -18,8 +18,7 @@ log = logging.getLogger("hparse.service")
 
 @dataclass
 class Job:
-    setting: Hashable
-    key: Hashable           # jobs with equal (setting, key) may run in one batch
+    setting: Hashable       # jobs with equal settings may run in one batch
     image: np.ndarray
     future: asyncio.Future = field(repr=False)
 
@@ -30,7 +29,7 @@ class Job:
 
 class Batcher:
     """Collects jobs for up to ``max_wait_s`` (or until ``max_batch`` images / ``max_batch_pixels``), groups
-    them by (setting, key) and runs ``run(setting, images) -> results`` in a single worker thread. A failing
+    them by setting and runs ``run(setting, images) -> results`` in a single worker thread. A failing
     batch fails its own requests only; the worker goes on."""
 
     def __init__(self, run: Callable[[Hashable, list[np.ndarray]], list], max_batch: int, max_batch_pixels: int,
@@ -48,11 +47,11 @@ class Batcher:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._serve(), name="hparse-batcher")
 
-    async def submit(self, setting: Hashable, key: Hashable, image: np.ndarray):
+    async def submit(self, setting: Hashable, image: np.ndarray):
         """The result for one image; 503 when the queue is full or the service is stopping."""
         if self.task is None or self.task.done():
             raise ApiError(503, "the service is shutting down")
-        job = Job(setting, key, image, asyncio.get_running_loop().create_future())
+        job = Job(setting, image, asyncio.get_running_loop().create_future())
         if self.queue.qsize() >= self.max_queue or self.queued_pixels + job.pixels > self.max_queued_pixels:
             raise ApiError(503, f"server busy: {self.queue.qsize()} images waiting; retry shortly")
         self.queued_pixels += job.pixels
@@ -121,11 +120,11 @@ class Batcher:
 
 
 def _groups(jobs: list[Job], max_pixels: int) -> list[list[Job]]:
-    """Jobs split by (setting, key) in arrival order, each group within ``max_pixels`` (one image at least)."""
-    by_key: dict[tuple, list[list[Job]]] = {}
+    """Jobs split by setting in arrival order, each group within ``max_pixels`` (one image at least)."""
+    by_setting: dict[Hashable, list[list[Job]]] = {}
     for job in jobs:
-        chunks = by_key.setdefault((job.setting, job.key), [[]])
+        chunks = by_setting.setdefault(job.setting, [[]])
         if chunks[-1] and sum(j.pixels for j in chunks[-1]) + job.pixels > max_pixels:
             chunks.append([])
         chunks[-1].append(job)
-    return [chunk for chunks in by_key.values() for chunk in chunks]
+    return [chunk for chunks in by_setting.values() for chunk in chunks]

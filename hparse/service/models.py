@@ -28,8 +28,9 @@ class ModelPool:
     """Named parsers plus a small cache of predictors for non-default settings. Predictors are built and
     used in the inference thread only."""
 
-    def __init__(self, sources: dict[str, str], device: str | None = "cpu"):
-        self.parsers: dict[str, Parser] = {name: load(src, device=device) for name, src in sources.items()}
+    def __init__(self, sources: dict[str, str], device: str | None = "cpu", backend: str | None = None):
+        self.parsers: dict[str, Parser] = {name: load(src, device=device, backend=backend)
+                                           for name, src in sources.items()}
         self._predictors: OrderedDict[Setting, object] = OrderedDict()
 
     def parser(self, name: str) -> Parser:
@@ -43,36 +44,30 @@ class ModelPool:
         return Setting(name, tta, long_side or parser.config["eval"]["long_side"])
 
     def predictor(self, s: Setting):
-        """The predictor for a setting (the parser's own one for its defaults)."""
+        """The predictor for a setting (the parser's own one for its defaults), running the parser's network."""
         parser = self.parsers[s.model]
         if not s.tta and s.long_side == parser.config["eval"]["long_side"]:
             return parser.predictor
         if s not in self._predictors:
             eval_cfg = {**parser.config["eval"], "long_side": s.long_side}
             self._predictors[s] = make_predictor(parser.model, eval_cfg, parser.device, tta=s.tta,
-                                                 channels_last=str(parser.device) == "cpu")
+                                                 channels_last=str(parser.device) == "cpu",
+                                                 runner=getattr(parser.predictor, "runner", None))
             while len(self._predictors) > MAX_PREDICTORS:
                 self._predictors.popitem(last=False)
         self._predictors.move_to_end(s)
         return self._predictors[s]
 
-    def canvas_key(self, s: Setting, height: int, width: int) -> tuple:
-        """The padded network input sizes of an image under ``s``, one per TTA scale: images with equal keys
-        batch together without being padded more than when run alone (so batching never changes a label)."""
-        cfg = self.parsers[s.model].config["eval"]
-        scales = cfg["tta_scales"] if s.tta else cfg["scales"]
-        divisor = self.parsers[s.model].predictor.resizer.size_divisor
-        out = []
-        for scale in scales:
-            r = s.long_side * scale / max(height, width)
-            h, w = max(1, round(height * r)), max(1, round(width * r))
-            out.append((-(-h // divisor) * divisor, -(-w // divisor) * divisor))
-        return tuple(out)
-
     def run(self, s: Setting, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Label maps (HxW uint8 class ids) of ``images`` under ``s``; instance models give their semantic map."""
-        results = self.predictor(s).predict(images)
-        return [r if isinstance(r, np.ndarray) else r.to_semantic() for r in results]
+        """Label maps (HxW uint8 class ids) of ``images`` under ``s``, one forward pass per group of images with
+        the same padded input size (so batching never pads an image more than running it alone would, and never
+        changes a label); instance models give their semantic map."""
+        predictor = self.predictor(s)
+        labels: list[np.ndarray | None] = [None] * len(images)
+        for group in _same_input_size(predictor, images):
+            for i, result in zip(group, predictor.predict([images[i] for i in group])):
+                labels[i] = result if isinstance(result, np.ndarray) else result.to_semantic()
+        return labels
 
     def describe(self) -> list[dict]:
         """What ``GET /v1/models`` lists."""
@@ -84,3 +79,13 @@ class ModelPool:
                         "task": getattr(p.model, "task", "semantic"),
                         "architecture": p.config.get("model", {}).get("type")})
         return out
+
+
+def _same_input_size(predictor, images: list[np.ndarray]) -> list[list[int]]:
+    """Indices of ``images`` grouped by their padded network input sizes (one per TTA scale)."""
+    resizer, groups = predictor.resizer, {}
+    d = resizer.size_divisor
+    for i, im in enumerate(images):
+        sizes = (resizer.resized_size(im.shape, scale) for scale in getattr(predictor, "scales", (1.0,)))
+        groups.setdefault(tuple((-(-h // d) * d, -(-w // d) * d) for h, w in sizes), []).append(i)
+    return list(groups.values())

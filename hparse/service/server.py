@@ -13,7 +13,7 @@ def run(settings: ServiceSettings, host: str = "127.0.0.1", port: int = 8000, lo
     port is opened), then serve until interrupted."""
     import uvicorn
 
-    pool = ModelPool(settings.models, settings.device)
+    pool = ModelPool(settings.models, settings.device, settings.backend)
     config = uvicorn.Config(create_app(settings, pool), host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=settings.graceful_shutdown_s, access_log=False)
     uvicorn.Server(config).run()

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    """``models``: served name -> shipped model name or checkpoint path (all loaded at start-up, once).
+    """``models``: served name -> shipped model name or checkpoint path (all loaded at start-up, once, with
+    ``hparse.load(device=, backend=)``; backend None = the fastest installed).
 
     Limits: ``max_upload_bytes`` per request body, ``max_pixels`` per decoded image (checked from the header,
     before decoding), ``max_queue`` images and ``max_queued_pixels`` waiting for inference (more gets 503),
@@ -18,6 +19,7 @@ class ServiceSettings:
 
     models: dict[str, str] = field(default_factory=lambda: {"default": "default"})
     device: str | None = "cpu"
+    backend: str | None = None
     threads: int | None = None
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 12_000_000
