@@ -125,3 +125,19 @@ def test_smoothing_reduces_flicker_on_the_five_second_pan(parser, tmp_path):
     raw = parse_video(parser, clip, tmp_path / "raw", overlay_video=False, progress=False)
     smooth = parse_video(parser, clip, tmp_path / "smooth", smooth=0.6, overlay_video=False, progress=False)
     assert smooth.flicker < raw.flicker
+
+
+def test_hparse_parse_takes_a_video_beside_photos_and_reports_a_broken_one(clip, tmp_path):
+    from typer.testing import CliRunner
+
+    from hparse.cli import app
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(clip.read_bytes()[:300])
+    res = CliRunner().invoke(app, ["parse", str(clip), str(EXAMPLES[0]), str(broken), "--out", str(tmp_path / "o"),
+                                   "--every", "5", "--smooth", "0.5", "--backend", "torch"])
+    assert res.exit_code == 1, res.output
+    assert "broken.mp4" in res.output and "2 parsed" in res.output
+    assert sorted(p.name for p in (tmp_path / "o" / "pan").glob("*.png")) == ["000000.png", "000005.png"]
+    assert (tmp_path / "o" / "pan_overlay.mp4").is_file()
+    assert (tmp_path / "o" / f"{EXAMPLES[0].stem}.png").is_file()

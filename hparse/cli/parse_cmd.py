@@ -45,27 +45,45 @@ def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or 
                                        callback=_choice("--png-mode", ("palette", "gray"))),
           backend: str = typer.Option(None, help="torch or onnxruntime (default: the fastest installed)",
                                       callback=_choice("--backend", ("torch", "onnxruntime"))),
+          every: int = typer.Option(1, help="videos: parse every k-th frame", callback=check_batch_size),
+          smooth: float = typer.Option(0.0, min=0.0, max=0.99, help="videos: temporal smoothing of the class "
+                                                                     "scores (0 = none; 0.5 halves flicker)"),
           extras: bool = typer.Option(False, "--extras", "--levels",
                                       help="also write what the model outputs beyond the label map: "
                                            "boundary / structure-point heatmaps, hierarchy levels and gate "
                                            "charts, as the model provides")):
-    """Parse images: a label PNG (pixel = class id) and a colour overlay per image. Exit code 0: all done,
-    1: some inputs failed (named), 2: usage mistake."""
+    """Parse images (a label PNG whose pixel is the class id and a colour overlay each) and videos (a label
+    PNG per frame and an overlay video). Exit code 0: all done, 1: some inputs failed (named), 2: usage mistake."""
     from ..api import load
     from ..engine import distributed
-    from ..engine.parse import extra_overlays, parse_files
+    from ..engine.parse import ParseReport, extra_overlays, parse_files
+    from ..engine.video import is_video_file
     from ..io.image import max_pixels
 
     setup_logging()
     try:
         max_pixels()   # a malformed HPARSE_MAX_PIXELS is a usage mistake, before the model loads
         parser = load(model, device=distributed.local_device(device) if device else None, tta=tta, backend=backend)
-        rep = parse_files(parser, inputs, out, batch_size, overwrite, masks, probs, sidecar, palette,
+        images = [i for i in inputs if not is_video_file(i)]
+        rep = parse_files(parser, images, out, batch_size, overwrite, masks, probs, sidecar, palette,
                           extras=extra_overlays if extras else None, png_mode=png_mode, probs_format=probs_format,
-                          probs_size=probs_size)
+                          probs_size=probs_size) if images else ParseReport()
+        _parse_videos(parser, [i for i in inputs if is_video_file(i)], out, every, smooth, palette, rep)
     except HParseError as e:
         fail(e)
     _summary(rep, out)
+
+
+def _parse_videos(parser, videos: list[str], out: Path, every: int, smooth: float, palette, rep) -> None:
+    """Each video given by name: frames' label PNGs and an overlay video (``hparse.engine.video``)."""
+    from ..engine.video import parse_video
+
+    for video in videos:
+        try:
+            parse_video(parser, video, out, every=every, smooth=smooth, palette=palette)
+            rep.written.append(video)
+        except HParseError as e:
+            rep.failed[video] = str(e)
 
 
 def _summary(rep, out: Path) -> None:
