@@ -1,19 +1,24 @@
 """CPU parsing throughput, time split and peak memory of an hparse model, backends side by side.
 
-Rows: every backend (``torch``, ``onnxruntime``, ``onnxruntime-int8``) in every mode (``single``: one scale;
-``tta``: the config's multi-scale + flip), and a large synthetic photo (``--large``, default 8000x6000) per
-float32 backend. Each measurement runs in a fresh subprocess (its peak RSS is its own): load the model, set the
-thread count and the long side, warm up on one image, then one timed pass over all images doing what
-``hparse parse`` does per image by default -- decode, parse, write the label PNG and the overlay JPEG -- with
-the time split into decode / network (the runner's calls) / resize + upsample + argmax (the rest of
-``predict``) / write. Rounds alternate the rows (``--repeats`` rounds; medians reported), so load from other
-jobs falls on every backend alike.
+Backends: ``torch``, ``onnxruntime`` and ``onnxruntime-int8``; modes: ``single`` (one scale) and ``tta`` (the
+config's multi-scale + flip). Per image, what ``hparse parse`` does by default -- decode, parse, write the label
+PNG and the overlay JPEG -- timed as decode / network (the runner's calls) / resize + upsample + argmax (the rest
+of ``predict``) / write.
 
-The network's multiply-adds (counted per call at the input size it got, TTA passes included) per second of
-network time are compared with this machine's float32 matmul rate, measured in the same run. The int8 row is
-calibrated on the first half of the images; its label agreement with float32 on all images is printed, and
-it is dropped (not selected) below 99 %. The large photo's label is checked against the old way (full-size
-upsample of the scores, then argmax) on a 1/5 grid of the photo's pixel centres.
+- Each row (backend, mode) runs in a fresh process, as it would be deployed (its peak RSS is its own): load,
+  warm up on one image, one timed pass over all images. ``--repeats`` rounds run every row in turn, so load from
+  other jobs falls on all rows alike; images/s and the phases are medians over the rounds, the peak RSS the
+  largest. Backends are not mixed in one process: PyTorch's OpenMP threads spin after each operation and would
+  slow an ONNX Runtime call that follows.
+- The network's multiply-adds (counted per call at the input size it got, TTA passes included) per second of
+  network time are compared with the float32 matmul rate measured in the same process after its pass.
+- int8 is calibrated on the first half of the images (a preparation step, with the float32 export, before any
+  timing); its label agreement with float32 on all images is printed, and it is dropped (not selected) below
+  99 %. Its rows then run the cached int8 network alone.
+- Large photo (``--large``, default 8000x6000; a fresh process per float32 backend): an example photo scaled
+  up, decoded, parsed and its label PNG written (no overlay: ``hparse.viz.overlay`` blends in float32, 1.8 GB
+  more at 48 MP); its time split, peak RSS, and its label checked against the old way (full-size upsample of the
+  scores, then argmax) on a 1/5 grid of its pixel centres.
 
     python benchmarks/bench_parse.py --repeats 3            # shipped default model, examples/
     python benchmarks/bench_parse.py --model runs/lip/best.pt --backends torch,onnxruntime --json bench.json
@@ -42,7 +47,7 @@ CHECK_STRIDE = 5  # the large photo's label is checked at every 5th pixel centre
 RSS_LIMIT_MIB = 1536
 
 
-# -- worker (one row, one fresh process) --------------------------------------------------------------------------
+# -- worker pieces ------------------------------------------------------------------------------------------------
 class TimedRunner:
     """Wraps a runner: network seconds and the input shape of every call."""
 
@@ -57,21 +62,35 @@ class TimedRunner:
         return out
 
 
-def load_parser(spec: dict):
-    import hparse
-    from hparse.engine.parse import collect_inputs
-    from hparse.io.image import read_image
+class Row:
+    """One backend in a worker: its parser (runner timed) and its phase times."""
 
-    backend = "onnxruntime" if spec["backend"] == "onnxruntime-int8" else spec["backend"]
-    parser = hparse.load(spec["model"], device="cpu", tta=spec["mode"] == "tta", backend=backend,
+    def __init__(self, parser):
+        self.parser = parser
+        self.timed = parser.predictor.runner = TimedRunner(parser.predictor.runner)
+        self.times = dict.fromkeys(PHASES, 0.0)
+
+    def reset(self) -> None:
+        self.timed.seconds, self.timed.shapes, self.times = 0.0, [], dict.fromkeys(PHASES, 0.0)
+
+
+def load_parser(spec: dict, backend: str, images) -> tuple[object, float | None]:
+    """``(parser, int8 label agreement with float32 or None)``."""
+    import hparse
+
+    parser = hparse.load(spec["model"], device="cpu", tta=spec["mode"] == "tta",
+                         backend="onnxruntime" if backend == "onnxruntime-int8" else backend,
                          batch_size=spec["batch_size"])
     parser.predictor.long_side = spec["long_side"]
-    files = [p for p, _ in collect_inputs([spec["images"]])]
-    agreement = None
-    if spec["backend"] == "onnxruntime-int8":
-        images = [read_image(f) for f in files]
-        agreement = parser.use_int8(images[:max(1, len(images) // 2)], check=images, min_agreement=0.0)
-    return parser, files, agreement
+    if backend != "onnxruntime-int8":
+        return parser, None
+    return parser, parser.use_int8(images[:max(1, len(images) // 2)], check=images, min_agreement=0.0)
+
+
+def image_files(folder: str) -> list[Path]:
+    from hparse.engine.parse import collect_inputs
+
+    return [p for p, _ in collect_inputs([folder])]
 
 
 def parse_one(parser, path: Path, out_dir: Path, times: dict, with_overlay: bool = True) -> None:
@@ -104,64 +123,6 @@ def network_macs(model, shapes: list[tuple]) -> int:
     return sum(per_shape[s] for s in shapes)
 
 
-def old_way_check(parser, image, stride: int = CHECK_STRIDE):
-    """Label of the old way (every score upsampled to the image, argmax) at the centres of ``stride`` x
-    ``stride`` pixel blocks, by upsampling to the photo's size / ``stride`` (same sample positions)."""
-    import torch
-    import torch.nn.functional as F
-
-    pred = parser.predictor
-    size = (image.shape[0] // stride, image.shape[1] // stride)
-    with torch.no_grad():
-        x, ((h, w),) = pred.resizer.batch([image], 1.0)
-        logits = F.interpolate(pred.runner(x)[0].float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        small = F.interpolate(logits[:, :, :h, :w], size=size, mode="bilinear", align_corners=False)
-    return small[0].argmax(0).numpy(), size
-
-
-def run_worker(spec: dict) -> dict:
-    import resource
-
-    import torch
-
-    torch.set_num_threads(spec["threads"])
-    parser, files, agreement = load_parser(spec)
-    if spec.get("prepare"):   # exports and quantisation land in the cache before anything is timed
-        return {"int8_agreement": agreement}
-    timed = parser.predictor.runner = TimedRunner(parser.predictor.runner)
-    times = dict.fromkeys(PHASES, 0.0)
-    with_overlay = spec["mode"] != "large"   # hparse.viz.overlay blends in float32: 1.8 GB more at 48 MP
-    with tempfile.TemporaryDirectory(prefix="hparse-bench-") as tmp:
-        parse_one(parser, files[0], Path(tmp), dict.fromkeys(PHASES, 0.0), with_overlay)  # warm-up
-        timed.seconds, timed.shapes = 0.0, []
-        t0 = time.perf_counter()
-        for f in files:
-            parse_one(parser, f, Path(tmp), times, with_overlay)
-        total = time.perf_counter() - t0
-        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-        check = large_photo_check(parser, files[0], tmp) if spec["mode"] == "large" else None
-    macs = network_macs(parser.model, timed.shapes)
-    gflops = matmul_gflops(spec["threads"])   # this process, right after the timed pass: the same conditions
-    return {"backend": spec["backend"], "mode": spec["mode"], "images": len(files), "seconds": total,
-            "matmul_gflops": gflops,
-            "phases_ms": {k: 1000 * v / len(files) for k, v in times.items()},
-            "network_macs": macs, "macs_per_s": macs / max(timed.seconds, 1e-9),
-            "peak_rss_mib": peak_rss,
-            "int8_agreement": agreement, "large_check": check, "threads": torch.get_num_threads(),
-            "scales": list(parser.predictor.scales), "flip": bool(parser.predictor.flip), "torch": torch.__version__,
-            "params": sum(p.numel() for p in parser.model.parameters())}
-
-
-def large_photo_check(parser, path: Path, tmp: str) -> dict:
-    from hparse.io.image import read_image, read_label
-
-    label = read_label(Path(tmp) / f"{path.stem}.png")   # what the timed pass wrote
-    old, size = old_way_check(parser, read_image(path))
-    c = CHECK_STRIDE // 2
-    ours = label[c::CHECK_STRIDE, c::CHECK_STRIDE][:size[0], :size[1]]
-    return {"size": list(label.shape), "check_size": list(size), "agreement": float((ours == old).mean())}
-
-
 def matmul_gflops(threads: int, n: int = 1024, repeats: int = 10) -> float:
     """float32 ``n x n`` matmul rate (GFLOP/s, 2 n^3 per product), best of ``repeats``."""
     import torch
@@ -177,6 +138,109 @@ def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+# -- the kinds of worker ---------------------------------------------------------------------------------------
+def prepare_worker(spec: dict) -> dict:
+    """Export (and quantise) into the cache; -> the int8 label agreement with float32 (None for float32)."""
+    from hparse.io.image import read_image
+
+    images = [read_image(f) for f in image_files(spec["images"])]
+    return {"int8_agreement": load_parser(spec, spec["backend"], images)[1]}
+
+
+def row_worker(spec: dict) -> dict:
+    """One backend, one mode: a timed pass over all images after a warm-up."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    files = image_files(spec["images"])
+    if spec["backend"] == "onnxruntime-int8":
+        parser = int8_only_parser(spec)
+    else:
+        parser, _ = load_parser(spec, spec["backend"], [])
+    row = Row(parser)
+    with tempfile.TemporaryDirectory(prefix="hparse-bench-") as tmp:
+        parse_one(parser, files[0], Path(tmp), row.times)  # warm-up
+        row.reset()
+        t0 = time.perf_counter()
+        for f in files:
+            parse_one(parser, f, Path(tmp), row.times)
+        seconds = time.perf_counter() - t0
+    macs = network_macs(parser.model, row.timed.shapes)
+    return {"backend": spec["backend"], "mode": spec["mode"], "images": len(files), "seconds": seconds,
+            "phases_ms": {k: 1000 * v / len(files) for k, v in row.times.items()}, "peak_rss_mib": peak_rss_mib(),
+            "macs_per_s": macs / max(row.timed.seconds, 1e-9), "matmul_gflops": matmul_gflops(spec["threads"]),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "scales": list(parser.predictor.scales),
+            "params": sum(p.numel() for p in parser.model.parameters())}
+
+
+def int8_only_parser(spec: dict):
+    """A parser running the cached int8 network alone (its agreement was checked by the preparation)."""
+    from hparse.engine.backends import int8_runner
+    from hparse.io.image import read_image
+
+    parser, _ = load_parser(spec, "torch", [])
+    images = [read_image(f) for f in image_files(spec["images"])]
+    calibration = images[:max(1, len(images) // 2)]
+    parser.predictor.runner = int8_runner(parser.model, parser.config.get("model"), parser.predictor.resizer,
+                                          calibration)
+    return parser
+
+
+def large_worker(spec: dict) -> dict:
+    """One backend on the large photo: time split, peak RSS, label against the old way."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    path = image_files(spec["images"])[0]
+    parser, _ = load_parser(spec, spec["backend"], [])
+    row = Row(parser)
+    parser.predict(np.zeros((64, 64, 3), np.uint8))  # warm-up
+    row.reset()
+    with tempfile.TemporaryDirectory(prefix="hparse-bench-") as tmp:
+        t0 = time.perf_counter()
+        parse_one(parser, path, Path(tmp), row.times, with_overlay=False)
+        seconds = time.perf_counter() - t0
+        rss = peak_rss_mib()
+        check = large_photo_check(parser, path, Path(tmp) / f"{path.stem}.png")
+    return {"backend": spec["backend"], "seconds": seconds, "peak_rss_mib": rss, "check": check,
+            "phases_ms": {k: 1000 * v for k, v in row.times.items()}}
+
+
+def old_way_check(parser, image, stride: int = CHECK_STRIDE):
+    """Label of the old way (every score upsampled to the image, argmax) at the centres of ``stride`` x
+    ``stride`` pixel blocks, by upsampling to the photo's size / ``stride`` (same sample positions)."""
+    import torch
+    import torch.nn.functional as F
+
+    pred = parser.predictor
+    size = (image.shape[0] // stride, image.shape[1] // stride)
+    with torch.no_grad():
+        x, ((h, w),) = pred.resizer.batch([image], 1.0)
+        logits = F.interpolate(pred.runner(x)[0].float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        small = F.interpolate(logits[:, :, :h, :w], size=size, mode="bilinear", align_corners=False)
+    return small[0].argmax(0).numpy(), size
+
+
+def large_photo_check(parser, path: Path, label_png: Path) -> dict:
+    from hparse.io.image import read_image, read_label
+
+    label = read_label(label_png)   # what the timed pass wrote
+    old, size = old_way_check(parser, read_image(path))
+    c = CHECK_STRIDE // 2
+    ours = label[c::CHECK_STRIDE, c::CHECK_STRIDE][:size[0], :size[1]]
+    return {"size": list(label.shape), "check_size": list(size), "agreement": float((ours == old).mean())}
+
+
+WORKERS = {"prepare": prepare_worker, "row": row_worker, "large": large_worker}
 
 
 # -- driver -------------------------------------------------------------------------------------------------------
@@ -202,6 +266,7 @@ def generate_images(folder: Path, n: int, seed: int = 0) -> None:
     import numpy as np
     from PIL import Image
 
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     w, h = GENERATED_SIZE
     for i in range(n):
@@ -228,91 +293,110 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_row(spec: dict) -> dict:
+def run_worker_process(kind: str, spec: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory(prefix="hparse-bench-") as tmp:
         result = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec), "--json", str(result)]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({"kind": kind, **spec}),
+               "--json", str(result)]
         proc = subprocess.run(cmd, env=env)
         if proc.returncode != 0 or not result.is_file():
-            sys.exit(f"error: the {spec['backend']} {spec['mode']} benchmark process failed (exit {proc.returncode})")
+            sys.exit(f"error: the {kind} benchmark process failed (exit {proc.returncode}): {spec}")
         return json.loads(result.read_text())
 
 
-def prepare(specs: list[dict], min_agreement: float) -> dict[tuple[str, str], float]:
-    """Fill the network cache (export, int8 quantisation) once per row kind; -> the int8 rows refused, with
-    their label agreement with float32."""
+def measure(args, images: Path, large: Path | None, min_agreement: float) -> dict:
+    base = {"model": args.model_path, "long_side": args.long_side, "threads": args.threads,
+            "batch_size": args.batch_size, "images": str(images.resolve())}
+    specs = [{**base, "backend": b, "mode": m} for m in args.modes for b in args.backends]
     refused = {}
-    for spec in specs:
-        if spec["mode"] == "large" or spec["backend"] == "torch":
-            continue
+    for spec in [sp for sp in specs if sp["backend"] != "torch"]:
         print(f"preparing {spec['backend']} {spec['mode']} ...", file=sys.stderr)
-        agreement = run_row({**spec, "prepare": True})["int8_agreement"]
+        agreement = run_worker_process("prepare", spec)["int8_agreement"]
         if agreement is not None and agreement < min_agreement:
             refused[(spec["backend"], spec["mode"])] = agreement
-    return refused
+        spec["int8_agreement"] = agreement
+    specs = [sp for sp in specs if (sp["backend"], sp["mode"]) not in refused]
+    runs: list[list[dict]] = [[] for _ in specs]
+    for round_ in range(args.repeats):
+        for spec, done in zip(specs, runs):
+            print(f"round {round_ + 1}/{args.repeats}: {spec['backend']} {spec['mode']} ...", file=sys.stderr)
+            done.append(run_worker_process("row", spec))
+    rows = [summarise(done, spec.get("int8_agreement")) for spec, done in zip(specs, runs)]
+    larges = []
+    for backend in [b for b in args.backends if b != "onnxruntime-int8"] if large else []:
+        print(f"large photo, {backend} ...", file=sys.stderr)
+        larges.append(run_worker_process("large", {**base, "mode": "single", "backend": backend,
+                                                   "images": str(large)}))
+    return {"rows": rows, "large": larges, "refused": refused}
 
 
-def summarise(runs: list[dict]) -> dict:
+def summarise(runs: list[dict], agreement: float | None) -> dict:
     """Medians over the rounds of one row; the peak RSS is the largest."""
-    r = dict(runs[-1])
+    r = dict(runs[-1], int8_agreement=agreement, rounds=len(runs))
     r["images_per_s"] = statistics.median(x["images"] / x["seconds"] for x in runs)
+    r["images_per_s_rounds"] = [x["images"] / x["seconds"] for x in runs]
     r["phases_ms"] = {k: statistics.median(x["phases_ms"][k] for x in runs) for k in PHASES}
     r["macs_per_s"] = statistics.median(x["macs_per_s"] for x in runs)
     r["matmul_share"] = statistics.median(2 * x["macs_per_s"] / (x["matmul_gflops"] * 1e9) for x in runs)
     r["matmul_gflops"] = statistics.median(x["matmul_gflops"] for x in runs)
-    r["images_per_s_rounds"] = [x["images"] / x["seconds"] for x in runs]
     r["peak_rss_mib"] = max(x["peak_rss_mib"] for x in runs)
-    r["rounds"] = len(runs)
     return r
 
 
-def mode_name(r: dict, large: str) -> str:
-    if r["mode"] == "tta":
-        return f"tta ({'/'.join(map(str, r['scales']))} + flip)"
-    return f"{large} photo (label PNG, no overlay)" if r["mode"] == "large" else "single"
+def mode_name(r: dict) -> str:
+    return f"tta ({'/'.join(map(str, r['scales']))} + flip)" if r["mode"] == "tta" else "single"
 
 
-def table(rows: list[dict], large: str) -> str:
+def table(results: dict, large_name: str) -> str:
     out = ["| backend | mode | images/s | ms/image | decode | network | resize + upsample + argmax | write | "
            "peak RSS (MiB) | network GMAC/s (% of the matmul rate) |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        ph = r["phases_ms"]
-        phases = " | ".join(f"{ph[k]:.0f}" for k in PHASES)
-        out.append(f"| {r['backend']} | {mode_name(r, large)} | {r['images_per_s']:.2f} "
-                   f"| {1000 / r['images_per_s']:.0f} | {phases} "
-                   f"| {r['peak_rss_mib']:.0f} | {r['macs_per_s'] / 1e9:.1f} ({100 * r['matmul_share']:.0f} %) |")
+    for r in results["rows"]:
+        phases = " | ".join(f"{r['phases_ms'][k]:.0f}" for k in PHASES)
+        out.append(f"| {r['backend']} | {mode_name(r)} | {r['images_per_s']:.2f} | {1000 / r['images_per_s']:.0f} | "
+                   f"{phases} | {r['peak_rss_mib']:.0f} | {r['macs_per_s'] / 1e9:.1f} "
+                   f"({100 * r['matmul_share']:.0f} %) |")
+    for r in results["large"]:
+        phases = " | ".join(f"{r['phases_ms'][k]:.0f}" for k in PHASES)
+        out.append(f"| {r['backend']} | {large_name} photo (label PNG, no overlay) | {1 / r['seconds']:.2f} | "
+                   f"{1000 * r['seconds']:.0f} | {phases} | {r['peak_rss_mib']:.0f} | |")
     return "\n".join(out)
 
 
-def notes(rows: list[dict], gflops: float, cpu: str, model: str, refused: dict) -> list[str]:
-    r0 = rows[0]
-    lines = [f"CPU: {cpu}; {r0['threads']} threads; torch {r0['torch']}; model {model} "
-             f"({r0['params'] / 1e6:.2f} M parameters); float32 matmul {gflops:.0f} GFLOP/s at the start "
-             f"(1024^3, best of 10; each row's share uses the rate measured in its own process right after its timed "
-             f"pass, median {statistics.median(r['matmul_gflops'] for r in rows):.0f}); median of {r0['rounds']} "
-             "round(s)."]
+def notes(results: dict, cpu: str, model: str) -> list[str]:
+    rows = results["rows"]
+    lines = []
+    if rows:
+        r0 = rows[0]
+        lines.append(f"CPU: {cpu}; {r0['threads']} threads; torch {r0['torch']}; model {model} "
+                     f"({r0['params'] / 1e6:.2f} M parameters); {r0['images']} images; median of {r0['rounds']} "
+                     f"round(s); float32 matmul {statistics.median(r['matmul_gflops'] for r in rows):.0f} GFLOP/s "
+                     "(1024^3, best of 10, in each row's process).")
     by = {(r["backend"], r["mode"]): r for r in rows}
-    for mode in MODES:
-        if (a := by.get(("onnxruntime", mode))) and (b := by.get(("torch", mode))):
-            lines.append(f"onnxruntime / torch, {mode}: {a['images_per_s'] / b['images_per_s']:.2f}x images/s, "
-                         f"{b['phases_ms']['network'] / a['phases_ms']['network']:.2f}x network time.")
-    for r in rows:
+    for (backend, mode), r in by.items():
+        if backend != "torch" and (base := by.get(("torch", mode))):
+            lines.append(f"{backend} / torch, {mode}: {r['images_per_s'] / base['images_per_s']:.2f}x images/s "
+                         f"(rounds {_rounds(r)} vs {_rounds(base)}), "
+                         f"{base['phases_ms']['network'] / r['phases_ms']['network']:.2f}x network time.")
         if r["int8_agreement"] is not None:
-            lines.append(f"int8, {r['mode']}: labels equal float32 on {100 * r['int8_agreement']:.2f} % of the pixels "
+            lines.append(f"int8, {mode}: labels equal float32 on {100 * r['int8_agreement']:.2f} % of the pixels "
                          "(all images; calibrated on the first half).")
-        if r["large_check"]:
-            c = r["large_check"]
-            verdict = "under" if r["peak_rss_mib"] < RSS_LIMIT_MIB else "OVER"
-            lines.append(f"{r['backend']} {c['size'][0]}x{c['size'][1]} photo: peak RSS {r['peak_rss_mib']:.0f} MiB "
-                         f"({verdict} {RSS_LIMIT_MIB}); label equal to the old way on {100 * c['agreement']:.3f} % of "
-                         f"a {c['check_size'][0]}x{c['check_size'][1]} grid of its pixels.")
-    for (backend, mode), agreement in refused.items():
+    for r in results["large"]:
+        c = r["check"]
+        verdict = "under" if r["peak_rss_mib"] < RSS_LIMIT_MIB else "OVER"
+        lines.append(f"{r['backend']} {c['size'][0]}x{c['size'][1]} photo: peak RSS {r['peak_rss_mib']:.0f} MiB "
+                     f"({verdict} {RSS_LIMIT_MIB}); label equal to the old way on {100 * c['agreement']:.3f} % of "
+                     f"a {c['check_size'][0]}x{c['check_size'][1]} grid of its pixels.")
+    for (backend, mode), agreement in results["refused"].items():
         lines.append(f"{backend}, {mode}: not selected, its labels equal float32 on only {100 * agreement:.2f} % of "
                      "the pixels (< 99 %).")
     return lines
+
+
+def _rounds(r: dict) -> str:
+    return "/".join(f"{v:.2f}" for v in r["images_per_s_rounds"])
 
 
 def parse_args(argv):
@@ -326,7 +410,7 @@ def parse_args(argv):
                     help="generate this many random images instead of using examples/ (default: 8, and only "
                          "when examples/ has no images)")
     ap.add_argument("--long-side", type=int, default=512, help="resize so the long side is this many pixels")
-    ap.add_argument("--repeats", type=int, default=3, help="rounds over all rows (medians are reported)")
+    ap.add_argument("--repeats", type=int, default=3, help="passes over all images (medians are reported)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch and onnxruntime)")
     ap.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     ap.add_argument("--modes", default="single,tta", help="comma-separated: single, tta")
@@ -335,10 +419,10 @@ def parse_args(argv):
     ap.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if args.worker is not None:
         return args
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not args.modes or any(m not in MODES for m in args.modes):
         ap.error(f"--modes must be a comma-separated subset of {','.join(MODES)}")
     if not args.backends or any(b not in BACKENDS for b in args.backends):
@@ -371,38 +455,25 @@ def image_folder(args, gen: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.worker is not None:  # internal: one row in this (fresh) process
-        args.json.write_text(json.dumps(run_worker(json.loads(args.worker))))
+    if args.worker is not None:  # internal: one measurement in this (fresh) process
+        spec = json.loads(args.worker)
+        args.json.write_text(json.dumps(WORKERS[spec["kind"]](spec)))
         return
     from hparse.engine.backends import MIN_INT8_AGREEMENT
 
-    model = resolve_model(args.model)
-    gflops = matmul_gflops(args.threads)
+    args.model_path = resolve_model(args.model)
     with tempfile.TemporaryDirectory(prefix="hparse-bench-images-") as gen:
         images = image_folder(args, Path(gen) / "images")
-        base = {"model": model, "long_side": args.long_side, "threads": args.threads, "batch_size": args.batch_size}
-        specs = [{**base, "backend": b, "mode": m, "images": str(images.resolve())}
-                 for m in args.modes for b in args.backends]
-        if args.large:
-            large = make_large_photo(images, Path(gen) / "large", args.large)
-            specs += [{**base, "backend": b, "mode": "large", "images": str(large)}
-                      for b in args.backends if b != "onnxruntime-int8"]
-        refused = prepare(specs, MIN_INT8_AGREEMENT)
-        specs = [sp for sp in specs if (sp["backend"], sp["mode"]) not in refused]
-        runs: dict[int, list[dict]] = {i: [] for i in range(len(specs))}
-        for round_ in range(args.repeats):
-            for i, spec in enumerate(specs):
-                print(f"round {round_ + 1}/{args.repeats}: {spec['backend']} {spec['mode']} ...", file=sys.stderr)
-                runs[i].append(run_row(spec))
-    rows = [summarise(r) for r in runs.values() if r]
+        large = make_large_photo(images, Path(gen) / "large", args.large) if args.large else None
+        results = measure(args, images, large, MIN_INT8_AGREEMENT)
     cpu = cpu_model()
-    large_name = "x".join(map(str, args.large)) if args.large else ""
-    print(table(rows, large_name))
+    print(table(results, "x".join(map(str, args.large)) if args.large else ""))
     print()
-    print("\n".join(notes(rows, gflops, cpu, args.model, refused)))
+    print("\n".join(notes(results, cpu, args.model)))
     if args.json:
+        results["refused"] = [{"backend": b, "mode": m, "agreement": a} for (b, m), a in results["refused"].items()]
         args.json.write_text(json.dumps({"cpu": cpu, "model": args.model, "python": platform.python_version(),
-                                         "matmul_gflops": gflops, "rows": rows}, indent=1) + "\n")
+                                         **results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

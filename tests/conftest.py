@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_export_cache(tmp_path_factory):
+    """Exported networks (the onnxruntime backend's cache) go to a temporary folder, not ~/.cache/hparse."""
+    os.environ.setdefault("HPARSE_CACHE", str(tmp_path_factory.mktemp("hparse-cache")))
 SHARED_DATA = Path(os.environ.get("HPARSE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

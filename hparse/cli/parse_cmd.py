@@ -63,7 +63,8 @@ def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or 
     setup_logging()
     try:
         max_pixels()   # a malformed HPARSE_MAX_PIXELS is a usage mistake, before the model loads
-        parser = load(model, device=distributed.local_device(device) if device else None, tta=tta, backend=backend)
+        parser = load(model, device=distributed.local_device(device) if device else None, tta=tta, backend=backend,
+                      batch_size=batch_size)
         images = [i for i in inputs if not is_video_file(i)]
         rep = parse_files(parser, images, out, batch_size, overwrite, masks, probs, sidecar, palette,
                           extras=extra_overlays if extras else None, png_mode=png_mode, probs_format=probs_format,

@@ -238,11 +238,14 @@ class Predictor:
             up = F.interpolate(up, size=tuple(target), mode="bilinear", align_corners=False)
         return up[0]
 
-    def _flipped_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the mirrored batch, mirrored back (at the input's size) with left/right classes swapped."""
-        fl = self.runner(x.flip(-1))[0].float()
-        fl = F.interpolate(fl, size=x.shape[-2:], mode="bilinear", align_corners=False).flip(-1)
-        return fl[:, self.perm]
+    def _passes(self, x: torch.Tensor, logits: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+        """``(scores, number of passes summed in them)`` of a batch at the network's output resolution: the plain
+        pass and, with ``flip``, the mirrored batch's logits mirrored back with left/right classes swapped
+        (bilinear resizing commutes with mirroring and, for logit averaging, with the sum of the two)."""
+        if not self.flip:
+            return [(logits, 1)]
+        flipped = self.runner(x.flip(-1))[0].float().flip(-1)[:, self.perm]
+        return [(logits.float() + flipped, 2)] if self.average == "logits" else [(logits, 1), (flipped, 1)]
 
     @torch.no_grad()
     def network_scores(self, images: list[np.ndarray], with_extras: bool = False):
@@ -257,8 +260,8 @@ class Predictor:
             logits, raw = self.runner(x)
             if with_extras and s == 1.0:
                 extras = self._extras(raw, x, images, sizes)
-            for out in [logits, self._flipped_logits(x)] if self.flip else [logits]:
-                n += 1
+            for out, count in self._passes(x, logits):
+                n += count
                 for i, (size, grid) in enumerate(zip(sizes, grids)):
                     o = self._to_size(out, x, i, size, grid)
                     o = o.softmax(0) if self.average == "probs" else o
