@@ -51,7 +51,7 @@ def bench(name: str, size: tuple[int, int] | None, threads: int, runs: int, warm
     from hparse import config as C
     from hparse.labels import meta_of_data
     from hparse.models import build_model
-    from hparse.models.complexity import count_macs, count_params
+    from hparse.models.complexity import count_macs, count_training_params
 
     torch.set_num_threads(threads)
     cfg = C.load_config(name)
@@ -72,7 +72,7 @@ def bench(name: str, size: tuple[int, int] | None, threads: int, runs: int, warm
     bb = cfg["model"].get("backbone", {})
     return {"config": name, "model": describe(cfg["model"]), "backbone": bb.get("name", "-"),
             "width": bb.get("width", 1.0), "classes": meta.num_classes, "input": [h, w],
-            "params": count_params(model), "macs": macs, "attention_macs": macs - conv_macs,
+            "params": count_training_params(model), "macs": macs, "attention_macs": macs - conv_macs,
             "latency_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times), "runs": runs,
             "threads": torch.get_num_threads()}
 

@@ -22,13 +22,14 @@ def models(name: str = typer.Argument(None, help="only configs whose name contai
 def _row(cname: str, cfg: dict) -> list[str]:
     from ..labels import meta_of_data
     from ..models import build_model
-    from ..models.complexity import count_macs, count_params, format_count
+    from ..models.complexity import count_macs, count_training_params, format_count
 
     meta = meta_of_data(cfg["data"])
     m = build_model(cfg["model"], meta).eval()
     h, w = cfg["data"]["input_size"]
     return [cname, cfg["model"]["type"], cfg["model"].get("backbone", {}).get("name", "-"),
-            str(meta.num_classes), f"{h}x{w}", format_count(count_params(m)), format_count(count_macs(m, (1, 3, h, w)))]
+            str(meta.num_classes), f"{h}x{w}", format_count(count_training_params(m)),
+            format_count(count_macs(m, (1, 3, h, w)))]
 
 
 def register(app: typer.Typer) -> None:

@@ -42,6 +42,12 @@ def count_params(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+def count_training_params(model: nn.Module) -> int:
+    """Parameters trained with ``model``: its own and its training companion's (e.g. MMAN's discriminators)."""
+    companion = getattr(model, "training_companion", lambda: None)()
+    return count_params(model) + (count_params(companion) if companion is not None else 0)
+
+
 def _conv_macs(m: nn.Conv2d, inp: tuple, out: torch.Tensor) -> int:
     kh, kw = m.kernel_size
     return out.numel() * (m.in_channels // m.groups) * kh * kw
