@@ -136,6 +136,7 @@ class TrainConfig(OptimizerConfig):
     out_dir: str | None = None                     # default runs/<config name>
     device: str | None = None                      # default cuda if available
     init_from: str | None = None                   # warm start: weights only
+    init_keys: dict[str, str] = {}                 # warm start only these: {checkpoint prefix: model prefix}
     adversarial: AdversarialConfig = AdversarialConfig()
 
 

@@ -82,13 +82,42 @@ def load_state(model: torch.nn.Module, state: dict, source) -> None:
                           f"({_examples(res.unexpected_keys)})") from e
 
 
-def load_weights(model: torch.nn.Module, name_or_path, meta=None) -> None:
-    """Warm start ``model`` from a checkpoint or shipped model name (weights only); its label set must be ``meta``."""
+def load_weights(model: torch.nn.Module, name_or_path, meta=None, keys: dict[str, str] | None = None) -> None:
+    """Warm start ``model`` from a checkpoint or shipped model name (weights only); its label set must be ``meta``.
+    With ``keys`` (``{checkpoint prefix: model prefix}``, e.g. ``{"trunk.backbone.": "body.backbone."}``) only
+    the weights under those prefixes load, renamed, each of them required to fit (a backbone warm start from
+    another architecture; the label set then does not matter)."""
     path = resolve_weights(name_or_path)
     ck = load_checkpoint(path)
-    if meta is not None and checkpoint_meta(ck, path).name != meta.name:
-        raise HParseError(f"{path}: trained for label set {ck['label_set']!r}, not {meta.name!r}")
-    load_state(model, ck["model"], path)
+    if not keys:
+        if meta is not None and checkpoint_meta(ck, path).name != meta.name:
+            raise HParseError(f"{path}: trained for label set {ck['label_set']!r}, not {meta.name!r}")
+        load_state(model, ck["model"], path)
+        return
+    state = {new + k[len(old):]: v for k, v in ck["model"].items() for old, new in keys.items() if k.startswith(old)}
+    mine = model.state_dict()
+    unknown = [k for k in state if k not in mine]
+    if not state or unknown:
+        raise HParseError(f"{path}: train.init_keys {keys} select {len(state)} weights"
+                          + (f", {len(unknown)} of them not in this model ({_examples(unknown)})" if unknown else ""))
+    load_state(_Part(model, state.keys()), state, path)
+
+
+class _Part(torch.nn.Module):
+    """A view of some of a module's weights, to load them strictly with :func:`load_state`."""
+
+    def __init__(self, module: torch.nn.Module, keys):
+        super().__init__()
+        self.__dict__["module"], self.__dict__["keys"] = module, set(keys)
+
+    def state_dict(self, *args, **kwargs):
+        return {k: v for k, v in self.module.state_dict().items() if k in self.keys}
+
+    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
+        missing = sorted(self.keys - set(state))
+        if strict and missing:
+            raise RuntimeError(f"missing keys {missing}")
+        return self.module.load_state_dict(state, strict=False, assign=assign)
 
 
 def model_from_checkpoint(name_or_path, device="cpu"):

@@ -86,7 +86,7 @@ class Trainer:
                                       seed=self.seed)
         self.model = build_model(cfg["model"], self.meta, loss=cfg.get("loss")).to(self.device)
         if t["init_from"]:  # warm start: weights only, fresh optimiser and schedule
-            load_weights(self.model, t["init_from"], self.meta)
+            load_weights(self.model, t["init_from"], self.meta, t["init_keys"])
         self.train_model = self._parallel(self.model, t)
         # how samples become a batch: stacked (default) or padded with per-image sizes and target lists (detectors)
         self.collate = build_collate(getattr(self.model, "collate", "default"),
