@@ -583,7 +583,7 @@ def test_eval_when_every_sample_is_unreadable(ckpt, tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(C.dump(tiny_config(root)))
     res = runner.invoke(app, ["eval", str(cfg), str(ckpt), "--split", "val"])
-    assert res.exit_code != 0 and "none of the 2 samples" in res.output and "could be read" in res.output
+    assert res.exit_code == 1 and "none of the 2 samples" in res.output and "could be read" in res.output
 
 
 # --------------------------------------------------------------------------------------------- checkpoints

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import typer
 
-from ..errors import HParseError
-from .common import EXTRA_ARGS, check_convert, device_option, fail, report, setup_logging
+from ..errors import DataError, HParseError
+from .common import EXTRA_ARGS, FAILURE, check_convert, device_option, fail, report, setup_logging
 
 
 def eval_(ctx: typer.Context, config: str = typer.Argument(..., help="config (gives data and eval settings)"),
@@ -32,6 +32,8 @@ def eval_(ctx: typer.Context, config: str = typer.Argument(..., help="config (gi
     try:
         cfg = C.load_config(config, ctx.args)
         run = _run_eval(cfg, checkpoint, split, tta, convert, levels, low_res, ipr, device, backend)
+    except DataError as e:      # the run failed on the data (e.g. no sample readable): not a usage mistake
+        fail(e, FAILURE)
     except (HParseError, KeyError, ValueError) as e:
         fail(e)
     _show_eval(run, tta, json_out)
