@@ -25,16 +25,8 @@ import cv2
 import numpy as np
 
 from ..labels import IGNORE_INDEX, DatasetMeta, get_meta
+from ..ops.edges import CE2P_EDGE_PAIRS
 from .transform_base import TRANSFORMS, Transform
-
-# (marked pixels, compared pixels) of each CE2P direction, as slices of the label map.
-_ALL, _HEAD, _TAIL = slice(None), slice(None, -1), slice(1, None)
-_CE2P_PAIRS = (
-    ((_TAIL, _ALL), (_HEAD, _ALL)),    # vertical: the lower pixel of the pair
-    ((_ALL, _HEAD), (_ALL, _TAIL)),    # horizontal: the left pixel
-    ((_HEAD, _HEAD), (_TAIL, _TAIL)),  # diagonal "\": the upper-left pixel
-    ((_HEAD, _TAIL), (_TAIL, _HEAD)),  # anti-diagonal "/": the upper-right pixel
-)
 
 
 def edge_map(label: np.ndarray, ignore: int | None = IGNORE_INDEX, width: int = 3,
@@ -52,7 +44,7 @@ def edge_map(label: np.ndarray, ignore: int | None = IGNORE_INDEX, width: int = 
         raise ValueError(f"edge_map: sides must be 'ce2p' or 'both', not {sides!r}")
     lab = np.asarray(label)
     edge = np.zeros(lab.shape, np.uint8)
-    for a, b in _CE2P_PAIRS:
+    for a, b in CE2P_EDGE_PAIRS:
         d = lab[a] != lab[b]
         if ignore is not None:
             d &= (lab[a] != ignore) & (lab[b] != ignore)

@@ -6,28 +6,24 @@ from __future__ import annotations
 from ..registry import Registry
 
 MODELS = Registry("model")
-INPUT_KEYS = ("pixel_mean", "pixel_std")  # config keys of every model (ParsingModel.set_input_normalization)
-NORM_KEY = "norm"  # config key of every model: bn (as built), gn or frozen_bn (hparse.models.norms)
 
 
 def build_model(cfg: dict, meta, loss: list[dict] | None = None):
     """Build ``cfg['type']`` for the label set ``meta``, the rest of ``cfg`` as keyword arguments;
-    ``loss`` is the config's loss list (omit it for inference)."""
+    ``loss`` is the config's loss list (omit it for inference). Every model also takes ``pixel_mean`` /
+    ``pixel_std`` (:meth:`~hparse.models.meta_arch.ParsingModel.set_input_normalization`) and ``norm``
+    (:func:`~hparse.models.norms.convert_norms`): ``hparse.config_schema.PIXEL_STATS``."""
     from ..errors import ConfigError
     from .config_check import check_loss_config, check_model_config
     from .norms import convert_norms
 
-    cfg = dict(cfg)
-    kind = cfg.get("type")
-    if kind is None:
-        raise ConfigError("model config needs a 'type'")
-    _import_all()
-    check_model_config(cfg)
+    check_model_config(cfg)   # a registered 'type', and only keys its class takes
     if loss:
         check_loss_config(loss)
-    cfg.pop("type")
-    stats = {k: cfg.pop(k) for k in INPUT_KEYS if k in cfg}
-    norm = cfg.pop(NORM_KEY, "bn")
+    cfg = dict(cfg)
+    kind = cfg.pop("type")
+    stats = {k: cfg.pop(k) for k in ("pixel_mean", "pixel_std") if k in cfg}
+    norm = cfg.pop("norm", "bn")
     try:
         model = MODELS.build(kind, meta, loss=loss, **cfg)
     except TypeError as e:

@@ -38,7 +38,6 @@ from ..labels import IGNORE_INDEX
 from ..metrics.semantic import resize_label_nearest
 
 GAN_LOSSES = ("bce", "lsgan")
-CRITIC_OPTIONS = ("gan_loss", "weights", "detach_macro", "d_temperature")
 
 
 def d_pair(logits: torch.Tensor, label: torch.Tensor, image: torch.Tensor, temperature: float = 1.0,

@@ -47,7 +47,7 @@ from ..errors import ConfigError
 from ..ops import roi_align
 from ..structures import PersonInstances
 from . import MODELS
-from .blocks import ASPP, PPM, NonLocal2d
+from .blocks import ASPP, PPM, ConvBNAct, NonLocal2d, group_norm
 from .complexity import count_macs
 from .detection import (
     FCOS,
@@ -81,10 +81,6 @@ def _conv(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, bia
     return nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=bias)
 
 
-def _conv_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(_conv(cin, cout, k, stride), nn.ReLU(inplace=True))
-
-
 # -- human-part context encoding -----------------------------------------------------------------------------
 
 class GatherExcite(nn.Module):
@@ -100,7 +96,7 @@ class GatherExcite(nn.Module):
                                                                             else [])
         self.gather = nn.Sequential(*layers)
         self.upsample = upsample
-        self.project = _conv_relu(channels, channels, 1)
+        self.project = ConvBNAct(channels, channels, 1, 1, bias=True, norm=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.gather(x)
@@ -122,10 +118,10 @@ class PGEC(nn.Module):
         if 2 ** global_depth < roi_size:
             raise ConfigError(f"PGEC: {global_depth} stride-2 convs do not gather a {roi_size}x{roi_size} RoI "
                               "into one value per channel")
-        self.local = _conv_relu(in_ch, in_ch)
+        self.local = ConvBNAct(in_ch, in_ch, 3, 1, bias=True, norm=False)
         self.units = nn.ModuleList([GatherExcite(in_ch, global_depth, upsample=False)]
                                    + [GatherExcite(in_ch, int(math.log2(e))) for e in extents])
-        self.fuse = _conv_relu(in_ch * (len(self.units) + 1), out_ch)
+        self.fuse = ConvBNAct(in_ch * (len(self.units) + 1), out_ch, 3, 1, bias=True, norm=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fuse(torch.cat([self.local(x)] + [unit(x) for unit in self.units], 1))
@@ -138,7 +134,7 @@ def build_context(kind: str, in_ch: int, out_ch: int, roi_size: int, extents=(4,
     if kind == "pgec":
         return PGEC(in_ch, out_ch, roi_size, extents, global_depth)
     if kind == "conv":
-        return _conv_relu(in_ch, out_ch)
+        return ConvBNAct(in_ch, out_ch, 3, 1, bias=True, norm=False)
     if kind == "psp":
         return PPM(in_ch, out_ch, bins=(1, 2, 3, 6), stage_ch=in_ch // 4, act="relu", norm=False)
     if kind == "aspp":
@@ -155,7 +151,7 @@ def _shared_convs(in_ch: int, ch: int, num_convs: int, gn: bool, gn_groups: int 
         last_gn = gn and i == num_convs - 1
         layers.append(_conv(in_ch if i == 0 else ch, ch, bias=not last_gn))
         if last_gn:
-            layers.append(nn.GroupNorm(math.gcd(gn_groups, ch), ch))
+            layers.append(group_norm(ch, gn_groups))
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
@@ -203,7 +199,8 @@ class ParsingIoUHead(nn.Module):
 
     def __init__(self, in_ch: int, num_classes: int, conv_ch: int = 128, fc_ch: int = 256):
         super().__init__()
-        self.convs = nn.Sequential(_conv_relu(in_ch + num_classes, conv_ch), _conv_relu(conv_ch, conv_ch, 3, 2))
+        self.convs = nn.Sequential(ConvBNAct(in_ch + num_classes, conv_ch, 3, 1, bias=True, norm=False),
+                                   ConvBNAct(conv_ch, conv_ch, 3, 2, bias=True, norm=False))
         self.fcs = nn.Sequential(nn.Linear(conv_ch, fc_ch), nn.ReLU(inplace=True), nn.Linear(fc_ch, fc_ch),
                                  nn.ReLU(inplace=True))
         self.score = nn.Linear(fc_ch, 1)

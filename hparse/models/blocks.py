@@ -32,6 +32,11 @@ from torch import nn
 NormSpec = bool | Callable[[int], nn.Module]
 
 
+def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with ``groups`` groups, or their gcd with ``channels`` for a width they do not divide."""
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
 def make_act(act: str | None) -> nn.Module | None:
     """``"relu"``, ``"leaky"`` (LeakyReLU(0.01), the InPlaceABN default), ``"relu6"``, ``"gelu"``,
     ``"sigmoid"`` or ``"none"``/``None``."""
@@ -276,7 +281,7 @@ class NonLocal2d(nn.Module):
         self.pool = nn.MaxPool2d(2, 2) if subsample else nn.Identity()
         self.out = nn.Conv2d(inter_ch, out_ch, 1)
         if norm == "gn":
-            self.norm: nn.Module = nn.GroupNorm(math.gcd(gn_groups, out_ch), out_ch)
+            self.norm: nn.Module = group_norm(out_ch, gn_groups)
         elif norm == "bn":
             self.norm = nn.BatchNorm2d(out_ch)
         elif norm is None or norm == "none":

@@ -19,12 +19,8 @@ TERM_KEYS: dict[str, Any] = {"type": str, "pred": str, "target": str, "weight": 
 
 
 def _registered_models():
-    from . import MODELS
+    from . import MODELS, _import_all
 
-    try:
-        from . import _import_all
-    except ImportError:  # the package registers its models on import
-        return MODELS
     _import_all()
     return MODELS
 

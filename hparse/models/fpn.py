@@ -18,14 +18,13 @@ backbone's dict and returns ``{"p3": ..., "p7": ...}``; ``strides`` gives each l
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvBNAct, upsample_like
+from .blocks import ConvBNAct, group_norm, upsample_like
 
 
 def _level(name: str, prefix: str) -> int:
@@ -66,7 +65,7 @@ class FPN(nn.Module):
         self.strides = {f"p{i}": 2 ** i for i in lv}
 
         gn = norm == "gn"
-        norm_fn = (lambda c: nn.GroupNorm(math.gcd(gn_groups, c), c)) if gn else False
+        norm_fn = (lambda c: group_norm(c, gn_groups)) if gn else False
         self.lateral = nn.ModuleDict({c: ConvBNAct(in_channels[c], out_channels, 1, act=None, bias=not gn,
                                                    norm=norm_fn) for c in self.in_levels})
         self.output = nn.ModuleDict({f"p{i}": ConvBNAct(out_channels, out_channels, 3, act=None, bias=not gn,

@@ -96,15 +96,21 @@ class ParsingModel(nn.Module):
         """Normalised images -> raw named outputs; ``"parsing"`` holds the part logits."""
         raise NotImplementedError
 
+    def prepare(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """``(network input, batch)``: the normalised images, and the batch as the losses and inference read it."""
+        return self.normalize(batch["image"]), batch
+
     def forward(self, batch: dict):
-        outputs = self.network(self.normalize(batch["image"]))
+        x, batch = self.prepare(batch)
+        outputs = self.network(x)
         if self.training:
             return TrainingLosses(self.losses(outputs, batch), outputs)
         return self.inference(outputs, batch)
 
     def forward_train(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """``(losses, raw outputs)`` of a training forward, whatever the module's mode."""
-        outputs = self.network(self.normalize(batch["image"]))
+        x, batch = self.prepare(batch)
+        outputs = self.network(x)
         return self.losses(outputs, batch), outputs
 
     # -- training --------------------------------------------------------------------------------

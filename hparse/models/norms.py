@@ -1,8 +1,8 @@
 """Normalisation layers chosen per model (``model.norm`` in a config, a key of every model):
 
 - ``bn``: BatchNorm as built (the papers' choice);
-- ``gn``: GroupNorm (32 groups, fewer for narrow layers, see :func:`group_norm`) in place of every BatchNorm --
-  independent of the batch, so small CPU batches, or a batch split over processes, compute the same thing;
+- ``gn``: GroupNorm (32 groups, fewer for narrow layers: :func:`batch_free_group_norm`) in place of every
+  BatchNorm -- independent of the batch, so small CPU batches, or a batch split over processes, compute the same thing;
 - ``frozen_bn``: BatchNorm with fixed statistics and affine (detectron2's FrozenBatchNorm2d; for fine-tuning).
 """
 
@@ -28,16 +28,17 @@ class FrozenBatchNorm2d(nn.Module):
         return x * scale.view(1, -1, 1, 1) + (self.bias - self.running_mean * scale).view(1, -1, 1, 1)
 
 
-def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
-    """``groups`` groups, or the largest divisor of ``channels`` below it that leaves two channels a group
-    (a pooled 1x1 map still has two values to normalise)."""
+def batch_free_group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
+    """In place of a BatchNorm: ``groups`` groups, or the largest divisor of ``channels`` below it that leaves two
+    channels a group (a pooled 1x1 map still has two values to normalise; ``blocks.group_norm``'s gcd rule may
+    leave one)."""
     g = max(d for d in range(1, max(1, min(groups, channels // 2)) + 1) if channels % d == 0)
     return nn.GroupNorm(g, channels)
 
 
 def _replacement(bn: nn.BatchNorm2d, kind: str) -> nn.Module:
     if kind == "gn":
-        return group_norm(bn.num_features)
+        return batch_free_group_norm(bn.num_features)
     frozen = FrozenBatchNorm2d(bn.num_features, bn.eps)
     for name in ("weight", "bias", "running_mean", "running_var"):
         value = getattr(bn, name)

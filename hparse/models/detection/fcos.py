@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...ops import batched_nms, clip_boxes, giou_loss, iou_loss, ltrb_decode, sigmoid_focal_loss
+from ..blocks import group_norm
 
 INF = float("inf")
 BOX_LOSSES = {"iou": iou_loss, "giou": giou_loss}
@@ -110,8 +111,7 @@ class Scale(nn.Module):
 def _tower(channels: int, num_convs: int, gn_groups: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for _ in range(num_convs):
-        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(math.gcd(gn_groups, channels), channels),
-                   nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(channels, channels, 3, padding=1), group_norm(channels, gn_groups), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ...ops import box_iou, clip_boxes, crop_and_resize_labels, paste_roi_maps
+from ...ops.edges import ALL, CE2P_EDGE_PAIRS
 from .inputs import IGNORE, GroundTruth
 from .matcher import Matcher, subsample_labels
 
@@ -59,19 +60,13 @@ def person_part_targets(gt: GroundTruth, boxes: torch.Tensor, person: torch.Tens
     return torch.where(mine | (label == IGNORE), label, torch.zeros_like(label))
 
 
-# (marked cells, compared cells) of CE2P's four directions, as in hparse.data.targets
-_ALL, _HEAD, _TAIL = slice(None), slice(None, -1), slice(1, None)
-_CE2P_PAIRS = (((_TAIL, _ALL), (_HEAD, _ALL)), ((_ALL, _HEAD), (_ALL, _TAIL)),
-               ((_HEAD, _HEAD), (_TAIL, _TAIL)), ((_HEAD, _TAIL), (_TAIL, _HEAD)))
-
-
 def edge_targets(labels: torch.Tensor, width: int = 3, ignore: int = IGNORE) -> torch.Tensor:
     """(R, h, w) part labels -> (R, h, w) long boundary targets: 1 on edges, 0 elsewhere, ``ignore`` where the
     label is ignore (module docstring)."""
     edge = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
-    for a, b in _CE2P_PAIRS:
-        la, lb = labels[(_ALL, *a)], labels[(_ALL, *b)]
-        edge[(_ALL, *a)] |= (la != lb) & (la != ignore) & (lb != ignore)
+    for a, b in CE2P_EDGE_PAIRS:  # the first axis is the RoI
+        la, lb = labels[(ALL, *a)], labels[(ALL, *b)]
+        edge[(ALL, *a)] |= (la != lb) & (la != ignore) & (lb != ignore)
     if width > 1:
         edge = F.max_pool2d(edge[:, None].float(), width, stride=1, padding=width // 2)[:, 0] > 0
     return edge.long().masked_fill(labels == ignore, ignore)

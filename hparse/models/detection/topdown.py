@@ -20,7 +20,7 @@ from torch import nn
 
 from ..backbones import build_backbone
 from ..fpn import FPN
-from ..meta_arch import InstanceParsingModel, TrainingLosses
+from ..meta_arch import InstanceParsingModel
 from .inputs import image_sizes, zero_padding
 
 
@@ -50,21 +50,10 @@ class TopDownParser(InstanceParsingModel):
         super().__init__(meta, loss)
         self.body = BackboneFPN(backbone, **fpn)
 
-    def _prepared(self, batch: dict) -> tuple[torch.Tensor, dict]:
+    def prepare(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """The padding of each image zeroed after normalisation; ``image_sizes`` in the batch."""
         sizes = image_sizes(batch)
         return zero_padding(self.normalize(batch["image"]), sizes), {**batch, "image_sizes": sizes}
-
-    def forward(self, batch: dict):
-        x, batch = self._prepared(batch)
-        outputs = self.network(x)
-        if self.training:
-            return TrainingLosses(self.losses(outputs, batch), outputs)
-        return self.inference(outputs, batch)
-
-    def forward_train(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict]:
-        x, batch = self._prepared(batch)
-        outputs = self.network(x)
-        return self.losses(outputs, batch), outputs
 
 
 def zero_loss(module: nn.Module) -> torch.Tensor:
