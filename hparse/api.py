@@ -39,6 +39,12 @@ class Parser:
         self.predictor = make_predictor(model, config["eval"], device, tta=tta, channels_last=channels_last,
                                         runner=runner)
 
+    def predictor_for(self, eval_cfg: dict, tta: bool = False):
+        """Another predictor of this parser's network (same backend) with other test-time settings (an ``eval``
+        config section: long side, scales, flip...)."""
+        return make_predictor(self.model, eval_cfg, self.device, tta=tta, channels_last=str(self.device) == "cpu",
+                              runner=getattr(self.predictor, "runner", None))
+
     @property
     def classes(self) -> tuple[str, ...]:
         return self.meta.classes
@@ -70,11 +76,8 @@ class Parser:
         arrays, single = self._arrays(images)
         out = []
         for start in range(0, len(arrays), self.batch_size):
-            chunk = arrays[start:start + self.batch_size]
-            if getattr(self.model, "task", "semantic") == "instance":
-                out += self.predictor.predict(chunk)
-            else:
-                out += self.predictor.predict(chunk, return_probs=return_probs, probs_at=probs_at)
+            out += self.predictor.predict(arrays[start:start + self.batch_size], return_probs=return_probs,
+                                          probs_at=probs_at)
         return out[0] if single else out
 
     def use_int8(self, calibration, check=None, min_agreement: float = backends.MIN_INT8_AGREEMENT) -> float:

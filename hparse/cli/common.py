@@ -152,3 +152,15 @@ class HParseGroup(TyperGroup):
     def invoke(self, ctx):
         with one_line_errors():
             return super().invoke(ctx)
+
+
+BACKENDS = ("torch", "onnxruntime")  # what runs a network (hparse.engine.backends)
+
+
+def choice(name: str, choices: tuple[str, ...]):
+    """An option callback accepting ``choices`` (or no value); anything else is a one-line usage error."""
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            fail(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+        return value
+    return check

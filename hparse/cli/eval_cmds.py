@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import typer
 
 from ..errors import DataError, HParseError
-from .common import EXTRA_ARGS, FAILURE, check_convert, device_option, fail, report, setup_logging
+from .common import BACKENDS, EXTRA_ARGS, FAILURE, check_convert, choice, device_option, fail, report, setup_logging
 
 
 def eval_(ctx: typer.Context, config: str = typer.Argument(..., help="config (gives data and eval settings)"),
@@ -24,7 +24,8 @@ def eval_(ctx: typer.Context, config: str = typer.Argument(..., help="config (gi
                                                    "(the low-resolution mIoU of the adversarial parsing paper)"),
           ipr: bool = typer.Option(False, help="also the isolated pixel rate (see README, Metrics)"),
           device: str = device_option(),
-          backend: str = typer.Option(None, help="torch or onnxruntime (default: the fastest installed)")):
+          backend: str = typer.Option(None, help="torch or onnxruntime (default: the fastest installed)",
+                                      callback=choice("--backend", BACKENDS))):
     """Score a checkpoint on a dataset split at the original resolution."""
     from .. import config as C
 
@@ -49,7 +50,6 @@ def _run_eval(cfg: dict, checkpoint, split, tta, convert, levels, low_res, ipr, 
     from ..data.convert import get_converter
     from ..data.readers import build_reader
     from ..engine.evaluate import evaluate_model, evaluators_for
-    from ..engine.inference import make_predictor
 
     d = cfg["data"]
     reader = build_reader(d["layout"], d["root"], split or d["val_split"] or "val", label_set=d["label_set"])
@@ -60,8 +60,7 @@ def _run_eval(cfg: dict, checkpoint, split, tta, convert, levels, low_res, ipr, 
                           f"{reader.meta.name!r}; pass --convert SRC:TGT")
     shortcuts = [name for name, on in (("low_res", low_res), ("ipr", ipr), ("levels", levels)) if on]
     evaluators = evaluators_for(cfg["eval"], reader.meta, shortcuts, label_map=lut)
-    pred = make_predictor(parser.model, cfg["eval"], parser.device, tta=tta, channels_last=parser.device == "cpu",
-                          runner=getattr(parser.predictor, "runner", None))
+    pred = parser.predictor_for(cfg["eval"], tta=tta)
     with_extras = any("extras" in e.output_keys for e in evaluators)
     results = evaluate_model(lambda images: pred.outputs(images, with_extras), reader, evaluators)
     return SimpleNamespace(reader=reader, results=results)

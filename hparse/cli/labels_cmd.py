@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ..data.convert import list_converters
 from ..labels import DatasetMeta, get_meta, list_metas
 from .common import fail, palette_option
 
@@ -15,16 +12,24 @@ def labels(name: str = typer.Argument(None, help="label set; omit to list them a
            palette: str = palette_option("show colours of this palette: lip or voc")):
     """Print a label set's classes (id, name, colour, flip partner, level-2 parent)."""
     if name is None:
+        from rich.console import Console  # here: every hparse call imports this module
+
         _list_all(Console())
         return
     try:
         meta = get_meta(name)
     except KeyError as e:
         fail(e)
+    from rich.console import Console
+
     _show(meta, palette, Console())
 
 
-def _list_all(console: Console) -> None:
+def _list_all(console) -> None:
+    from rich.table import Table
+
+    from ..data.convert import list_converters
+
     t = Table("label set", "classes", "L/R pairs", "joints", "description")
     for n in list_metas():
         m = get_meta(n)
@@ -36,7 +41,9 @@ def _list_all(console: Console) -> None:
     console.print(c)
 
 
-def _show(m: DatasetMeta, palette: str | None, console: Console) -> None:
+def _show(m: DatasetMeta, palette: str | None, console) -> None:
+    from rich.table import Table
+
     pal = m.palette(palette)
     flip = m.flip_permutation()
     parents = {0: "-", 1: "upper", 2: "lower"}

@@ -12,15 +12,17 @@ from pathlib import Path
 import typer
 
 from ..errors import HParseError
-from .common import FAILURE, check_batch_size, check_out_dir, device_option, fail, palette_option, setup_logging
-
-
-def _choice(name: str, choices: tuple[str, ...]):
-    def check(value: str | None) -> str | None:
-        if value is not None and value not in choices:
-            fail(f"{name} must be one of {', '.join(choices)} (got {value!r})")
-        return value
-    return check
+from .common import (
+    BACKENDS,
+    FAILURE,
+    check_batch_size,
+    check_out_dir,
+    choice,
+    device_option,
+    fail,
+    palette_option,
+    setup_logging,
+)
 
 
 def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or globs"),
@@ -34,18 +36,18 @@ def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or 
           masks: bool = typer.Option(False, help="also write one binary PNG per class present"),
           probs: bool = typer.Option(False, help="also write class probabilities (.npy, see --probs-format)"),
           probs_format: str = typer.Option("f16", help="--probs as f16 (float16) or u8 (uint8 = round(p * 255))",
-                                           callback=_choice("--probs-format", ("f16", "u8"))),
+                                           callback=choice("--probs-format", ("f16", "u8"))),
           probs_size: str = typer.Option("image", help="--probs at the image's size, or at the network's (the "
                                                        "resized input, no padding; much smaller for big photos)",
-                                         callback=_choice("--probs-size", ("image", "network"))),
+                                         callback=choice("--probs-size", ("image", "network"))),
           sidecar: bool = typer.Option(False, "--json", help="also write a JSON sidecar with label names"),
           palette: str = palette_option(),
           png_mode: str = typer.Option("palette", help="label PNGs: palette (indexed, coloured) or gray (8-bit grey, "
                                                        "for OpenCV readers); the pixel is the class id either way",
-                                       callback=_choice("--png-mode", ("palette", "gray"))),
+                                       callback=choice("--png-mode", ("palette", "gray"))),
           backend: str = typer.Option(None, help="torch or onnxruntime (default: the fastest installed)",
-                                      callback=_choice("--backend", ("torch", "onnxruntime"))),
-          every: int = typer.Option(1, help="videos: parse every k-th frame", callback=check_batch_size),
+                                      callback=choice("--backend", BACKENDS)),
+          every: int = typer.Option(1, min=1, help="videos: parse every k-th frame"),
           smooth: float = typer.Option(0.0, min=0.0, max=0.99, help="videos: temporal smoothing of the class "
                                                                      "scores (0 = none; 0.5 halves flicker)"),
           extras: bool = typer.Option(False, "--extras", "--levels",

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import HParseError
-from .common import device_option, fail, setup_logging
+from .common import BACKENDS, choice, device_option, fail, setup_logging
 
 
 def _models(values: list[str]) -> dict[str, str]:
@@ -27,7 +27,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.
                                                               "shipped name or a checkpoint; the first is the default"),
           device: str = device_option(),
           backend: str = typer.Option(None, help="what runs the network: torch or onnxruntime (default: the "
-                                                 "fastest installed)"),
+                                                 "fastest installed)", callback=choice("--backend", BACKENDS)),
           threads: int = typer.Option(None, min=1, help="PyTorch threads (default: PyTorch's)"),
           max_batch: int = typer.Option(8, min=1, help="images per forward pass"),
           max_wait_ms: float = typer.Option(10.0, min=0, help="how long a request waits for others to batch with"),

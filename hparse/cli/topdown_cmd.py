@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import HParseError
-from .common import check_out_dir, device_option, fail, report, setup_logging
+from .common import check_out_dir, choice, device_option, fail, report, setup_logging
 
 
 def topdown(data: tuple[str, Path] = typer.Option(..., help="LAYOUT ROOT of a multi-person dataset"),
@@ -19,7 +19,8 @@ def topdown(data: tuple[str, Path] = typer.Option(..., help="LAYOUT ROOT of a mu
             context: float = typer.Option(0.1, help="box enlargement on each side (fraction of its size)"),
             device: str = device_option(), tta: bool = typer.Option(False),
             png_mode: str = typer.Option("palette", help="PNGs of the challenge folders: palette (indexed) or gray "
-                                                         "(8-bit grey, same ids, for OpenCV readers)"),
+                                                         "(8-bit grey, same ids, for OpenCV readers)",
+                                         callback=choice("--png-mode", ("palette", "gray"))),
             mhp: bool = typer.Option(False, help="also write the LV-MHP-v2 submission layout (global_seg/, "
                                                  "global_tag/, results.txt)"),
             evaluate: bool = typer.Option(True, help="score the written folder against the split")):
@@ -29,11 +30,8 @@ def topdown(data: tuple[str, Path] = typer.Option(..., help="LAYOUT ROOT of a mu
     from ..engine.evaluate_instances import evaluate_instance_folder
     from ..engine.topdown import read_box_file, run_topdown
     from ..io import instance_outputs as io
-    from ..io.image import PNG_MODES
 
     setup_logging()
-    if png_mode not in PNG_MODES:
-        fail(f"--png-mode must be one of {', '.join(PNG_MODES)} (got {png_mode!r})")
     try:
         reader = build_reader(data[0], data[1], split, label_set=labels)
         parser = load(model, device=device, tta=tta)

@@ -19,10 +19,6 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def is_main() -> bool:
-    return rank() == 0
-
-
 def launched() -> bool:
     """True when started by torchrun (or another launcher) with more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -10,8 +10,8 @@ set, the class names and this contract.
 
 ONNX files come from PyTorch's TorchScript-based exporter (``dynamo=False``: it needs only the ``onnx``
 package and takes seconds) at opset :data:`ONNX_OPSET`. The models keep their sizes symbolic while traced
-(``hparse.models.blocks.exporting``), and :func:`check_export` compares an export with PyTorch at sizes other
-than the traced one.
+(``hparse.models.blocks.exporting``); tests/test_export.py compares exports with PyTorch at sizes other than
+the traced one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -56,7 +55,7 @@ def check_exportable(model: nn.Module) -> None:
     bad = [type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     if bad:
         raise HParseError(f"{type(model).__name__} keeps {bad[0]} in training mode at inference (batch statistics, "
-                          "e.g. MMAN's keep_bn_training): such a network cannot be exported")
+                          "e.g. a keep_bn_training option): such a network cannot be exported")
 
 
 @torch.no_grad()
@@ -97,11 +96,11 @@ _TORCHSCRIPT_EXPORTER = {"dynamo": False} if "dynamo" in inspect.signature(torch
 @contextlib.contextmanager
 def _quiet_tracing():
     """Silence what tracing says about code this module made trace-safe (symbolic sizes, see
-    ``hparse.models.blocks.exporting``; :func:`check_export` is the test), and the exporter's deprecation."""
+    ``hparse.models.blocks.exporting``; tests/test_export.py checks them), and the exporter's deprecation."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        # InstanceNorm (MMAN's decoder) always normalises with the instance's own statistics: nothing to warn
+        # InstanceNorm (e.g. in a U-Net decoder) always normalises with the instance's own statistics: nothing to warn
         warnings.filterwarnings("ignore", message=".*operator 'instance_norm' is set to")
         yield
 
@@ -145,23 +144,6 @@ def _metadata(model: nn.Module, output_names, fmt: str) -> dict[str, str]:
     meta = model.meta
     return {"hparse.format": fmt, "hparse.input": INPUT_CONTRACT, "hparse.outputs": ",".join(output_names),
             "hparse.label_set": meta.name, "hparse.classes": json.dumps(list(meta.classes))}
-
-
-def check_export(model: nn.Module, run, sizes=((256, 192), (320, 224), (224, 416)), batch: int = 1) -> float:
-    """The smallest share of pixels whose part argmax agrees between ``run(image) -> parsing logits`` (an
-    exported network) and PyTorch over ``sizes`` (multiples of 32; include sizes other than the traced one)."""
-    worst = 1.0
-    g = torch.Generator().manual_seed(1)
-    with _eval_mode(model), torch.no_grad():
-        net = ExportedNetwork(model)
-        for h, w in sizes:
-            x = torch.rand(batch, 3, h, w, generator=g) * 255
-            ref = net(x)[0].argmax(1).numpy()
-            got = np.asarray(run(x)).argmax(1)
-            if got.shape != ref.shape:
-                return 0.0
-            worst = min(worst, float((got == ref).mean()))
-    return worst
 
 
 def validate_out_path(out: str | Path) -> Path:

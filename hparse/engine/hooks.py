@@ -293,11 +293,11 @@ class AdversarialHook(Hook):
         self.optimizer.load_state_dict(state["optimizer"])
 
     def resume_from(self, ck: dict, path) -> None:
-        """As :meth:`Hook.resume_from`; checkpoints of versions that kept the discriminators inside the model
-        hold the critic's weights under ``model/discriminators.*``."""
+        """As :meth:`Hook.resume_from`; checkpoints of older versions hold the critic's weights among the model's
+        (the critic knows where)."""
         state = dict(ck.get(self.state_key) or {})
         if "critic" not in state:
-            state["critic"] = {k: v for k, v in ck["model"].items() if k.startswith("discriminators.")}
+            state["critic"] = self.critic.state_in_model_weights(ck["model"])
         if not state["critic"] or "optimizer" not in state:
             log.warning("%s has no discriminator state; the critic starts afresh", path)
             return

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import HParseError
 from .backends import TorchRunner
 
 TILE_ELEMENTS = 1 << 22  # scores (or label pixels) per band when bringing scores to the image (16 MiB of float32)
@@ -339,10 +340,16 @@ class InstancePredictor:
         self.resizer = _Resizer(self.model, long_side, size_divisor, device)
 
     @torch.no_grad()
-    def predict(self, images: list[np.ndarray]) -> list:
+    def predict(self, images: list[np.ndarray], return_probs: bool = False, with_extras: bool = False,
+                probs_at: str = "image"):
+        """People per image; the semantic predictor's options where they apply (no class probabilities: the
+        people are the result; no extras)."""
+        if return_probs:
+            raise HParseError("an instance model gives people, not class probabilities: leave out --probs")
         x, sizes = self.resizer.batch(images)
         results = self.model({"image": x, "image_sizes": sizes})
-        return [self.model.postprocess(r, size, im.shape[:2]) for r, size, im in zip(results, sizes, images)]
+        people = [self.model.postprocess(r, size, im.shape[:2]) for r, size, im in zip(results, sizes, images)]
+        return (people, [{} for _ in people]) if with_extras else people
 
     def outputs(self, images: list[np.ndarray], with_extras: bool = False) -> list[dict]:
         return [{"instances": p, "sem_seg": p.to_semantic()} for p in self.predict(images)]

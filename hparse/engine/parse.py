@@ -193,7 +193,8 @@ def model_fingerprint(parser) -> str:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     pred = parser.predictor
-    test_time = {k: getattr(pred, k, None) for k in ("long_side", "scales", "flip", "size_divisor", "average")}
+    test_time = {k: getattr(pred, k, None) for k in ("long_side", "scales", "flip", "average")}
+    test_time.update(size_divisor=pred.resizer.size_divisor, backend=getattr(parser, "backend", None))
     h.update(json.dumps(test_time, sort_keys=True, default=str).encode())
     return h.hexdigest()
 

@@ -34,7 +34,7 @@ from ..data.readers import build_reader
 from ..data.transforms import build_transforms
 from ..devices import resolve_device
 from ..errors import ConfigError, HParseError
-from ..evaluation import build_evaluators
+from ..evaluation import build_evaluators, check_best_metric
 from ..io.atomic import atomic_path, remove_stale_temps, write_text_atomic
 from ..models import build_model
 from . import distributed
@@ -138,8 +138,9 @@ class Trainer:
             hooks.append(adversarial)
         if d["val_split"]:
             reader = build_reader(d["layout"], d["root"], d["val_split"], label_set=d["label_set"])
-            hooks.append(ValidationHook(reader, build_evaluators(ev["evaluators"], self.meta), ev["best_metric"],
-                                        int(t["val_every"]), self.progress))
+            evaluators = build_evaluators(ev["evaluators"], self.meta)
+            check_best_metric(evaluators, ev["best_metric"])   # before training, not after the first epoch
+            hooks.append(ValidationHook(reader, evaluators, ev["best_metric"], int(t["val_every"]), self.progress))
         hooks.append(CheckpointHook(int(t["checkpoint_every"])))
         hooks.append(CurvesHook(adversarial.plot if adversarial is not None else None))
         return hooks

@@ -16,7 +16,6 @@ from .base import (
 from .box import BoxAPResult, BoxEvaluator, box_ap
 from .folders import ChallengeFoldersEvaluator, FoldersWritten
 from .ground_truth import (
-    ground_truth_humans,
     ground_truth_instances,
     ground_truth_parts,
     ground_truth_persons,
@@ -57,7 +56,6 @@ __all__ = [
     "build_evaluators",
     "challenge_pieces",
     "check_best_metric",
-    "ground_truth_humans",
     "ground_truth_instances",
     "ground_truth_parts",
     "ground_truth_persons",

@@ -57,8 +57,3 @@ def ground_truth_parts(sample: dict, num_classes: int) -> PartInstances | None:
 def human_masks(human_ids: np.ndarray) -> np.ndarray:
     """``(M, H, W)`` bool masks of the people 1..M of a human-id map."""
     return human_ids[None] == np.arange(1, int(human_ids.max(initial=0)) + 1, dtype=human_ids.dtype)[:, None, None]
-
-
-def ground_truth_humans(sample: dict) -> np.ndarray | None:
-    """``(M, H, W)`` bool masks of ``human_ids`` 1..M (None without human ids)."""
-    return human_masks(sample["human_ids"]) if "human_ids" in sample else None

@@ -69,6 +69,11 @@ class AdversarialCritic(nn.Module):
     def __len__(self) -> int:
         return len(self.discriminators)
 
+    def state_in_model_weights(self, model_state: dict) -> dict:
+        """This critic's weights in a model state of versions that kept the discriminators inside the model
+        (under the same ``discriminators.*`` names)."""
+        return {k: v for k, v in model_state.items() if k.startswith("discriminators.")}
+
     def configure(self, gan_loss: str = "bce", weights: dict | None = None, detach_macro: bool = False,
                   d_temperature: float = 1.0) -> None:
         """The training options (see the module doc)."""

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..api import Parser, load
-from ..engine.inference import make_predictor
 from .errors import ApiError
 
 MAX_PREDICTORS = 16
@@ -50,9 +49,7 @@ class ModelPool:
             return parser.predictor
         if s not in self._predictors:
             eval_cfg = {**parser.config["eval"], "long_side": s.long_side}
-            self._predictors[s] = make_predictor(parser.model, eval_cfg, parser.device, tta=s.tta,
-                                                 channels_last=str(parser.device) == "cpu",
-                                                 runner=getattr(parser.predictor, "runner", None))
+            self._predictors[s] = parser.predictor_for(eval_cfg, tta=s.tta)
             while len(self._predictors) > MAX_PREDICTORS:
                 self._predictors.popitem(last=False)
         self._predictors.move_to_end(s)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import io
 
 import numpy as np
-from PIL import Image
 
 from ..api import Parser
+from ..io.image import image_bytes, label_png_bytes
 from ..viz import overlay, present_classes
 
 OUTPUTS = ("label", "overlay", "masks", "json")
@@ -17,19 +16,17 @@ MEDIA_TYPES = {"label": "image/png", "overlay": "image/jpeg"}
 
 def label_png(label: np.ndarray, palette: np.ndarray) -> bytes:
     """Indexed PNG whose pixel values are the class ids (the palette is only for viewing)."""
-    im = Image.fromarray(label, mode="L").convert("P")
-    im.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
-    return _encode(im, "PNG")
+    return label_png_bytes(label, palette)
 
 
 def overlay_jpeg(image: np.ndarray, label: np.ndarray, palette: np.ndarray, classes, legend: bool) -> bytes:
     """The colours blended over the photo, with a legend of the classes present when ``legend``."""
-    return _encode(Image.fromarray(overlay(image, label, palette, classes=classes if legend else None)), "JPEG")
+    return image_bytes(overlay(image, label, palette, classes=classes if legend else None), "JPEG", quality=90)
 
 
 def mask_pngs(label: np.ndarray, classes) -> dict[str, bytes]:
     """One binary PNG (255 = the class) per class present, keyed by class id."""
-    return {str(c): _encode(Image.fromarray(((label == c) * 255).astype(np.uint8), mode="L"), "PNG")
+    return {str(c): label_png_bytes(((label == c) * 255).astype(np.uint8))
             for c in present_classes(label, len(classes))}
 
 
@@ -40,12 +37,6 @@ def summary(parser: Parser, model: str, label: np.ndarray, palette: np.ndarray) 
             "height": int(label.shape[0]),
             "classes": [{"id": int(c), "name": parser.classes[c], "color": palette[c].tolist(),
                          "pixels": int(counts[c])} for c in np.flatnonzero(counts[:len(parser.classes)])]}
-
-
-def _encode(im: Image.Image, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {"compress_level": 3}))
-    return buf.getvalue()
 
 
 def render(parser: Parser, model: str, image: np.ndarray, label: np.ndarray, outputs: tuple[str, ...],

@@ -44,6 +44,7 @@ class _Layout:
         return self.pad + self.columns * self.column_width
 
 
+@lru_cache(maxsize=64)   # one per picture height and label set: video frames share it
 def _layout(height: int, classes: tuple[str, ...]) -> _Layout:
     size = min(24, max(11, round(height / 32)))
     row, pad = round(size * 1.6), max(4, size // 2)
