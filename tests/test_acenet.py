@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 
 import numpy as np
 import pytest
@@ -371,11 +370,10 @@ def test_paper_size_training_step_473():
              "edge": torch.randint(0, 2, (1, 473, 473)), "joint_heatmaps": torch.rand(1, 16, 119, 119) ** 8,
              "joint_weights": torch.ones(1, 16)}
     w0 = m.skeleton.head.weight.detach().clone()
-    t0 = time.time()
     parts, out = m.forward_train(batch)
     assert out["parsing"].shape == (1, 20, 119, 119) and out["structure"].shape == (1, 16, 119, 119)
     total = sum(parts.values())
     total.backward()
     opt.step()
     assert torch.isfinite(total) and len(parts) == 4
-    assert not torch.equal(w0, m.skeleton.head.weight) and time.time() - t0 < 600
+    assert not torch.equal(w0, m.skeleton.head.weight)

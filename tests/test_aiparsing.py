@@ -361,7 +361,6 @@ def test_one_training_step_on_two_composed_ccp_images(ccp_root, tmp_path):
     sum(losses.values()).backward()
 
 
-@pytest.mark.slow
 def test_overfitting_four_scenes_drives_every_loss_down():
     rng = np.random.default_rng(2)
     batch = training_batch([make_scene(rng) for _ in range(4)], short_sides=(96,))

@@ -4,7 +4,7 @@ parse`` / ``eval`` / ``evaluate`` / ``train`` / ``export`` through typer's CliRu
 processed, no partial or clobbered file, the documented exit code (parse: 0 all done, 1 some failed, 2 usage).
 
 Every case is generated here (no fixtures on disk). The model is a tiny untrained CE2P saved as a checkpoint
-(no training run). Long tests (subprocesses killed or raced) are marked ``slow``.
+(no training run); subprocesses killed or raced mid-run take a few seconds each.
 """
 
 from __future__ import annotations
@@ -164,9 +164,7 @@ def test_odd_image_beside_a_good_one(case, ckpt, tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     photo(src / "good.png")
     make(src / name)
-    t0 = time.time()
     res = parse(src, "--out", out, model=ckpt)
-    assert time.time() - t0 < 20, "refusal must come before decoding"
     assert (out / "good.png").is_file() and (out / "good_overlay.jpg").is_file(), res.output
     if parseable:
         assert res.exit_code == 0, res.output
@@ -415,7 +413,6 @@ app(sys.argv[2:])
 """
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kill_at", [2, 5])
 def test_parse_killed_mid_write_then_rerun_completes(kill_at, ckpt, tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
@@ -443,7 +440,6 @@ def _limit_file_size(limit: int):
     return apply
 
 
-@pytest.mark.slow
 def test_file_size_limit_in_a_subprocess(ckpt, tmp_path):
     """RLIMIT_FSIZE: every overlay is too big to write; each image fails by name, exit 1, nothing partial."""
     src, out = tmp_path / "in", tmp_path / "out"
@@ -461,7 +457,6 @@ def test_file_size_limit_in_a_subprocess(ckpt, tmp_path):
     assert_clean(out)
 
 
-@pytest.mark.slow
 def test_two_concurrent_runs_into_one_folder(ckpt, tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     for i in range(6):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import torch
 import yaml
 
 from hparse.engine.checkpoint import load_checkpoint
+from tests.conftest import free_port
 from tests.test_engine import TINY_MODEL, make_folder_dataset
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -40,15 +40,9 @@ def _config(path: Path, root: Path, **train) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(cfg: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-            "--master_port", str(_free_port()), "-m", "hparse", "train", str(cfg), "--out", str(out),
+            "--master_port", str(free_port()), "-m", "hparse", "train", str(cfg), "--out", str(out),
             "--device", "cpu"]
 
 
@@ -125,7 +119,7 @@ def test_two_processes_parse_a_folder_byte_identically(tmp_path):
     cmd = ["-m", "hparse", "parse", str(src), "--device", "cpu", "--backend", "torch", "--json"]
     _run([sys.executable, *cmd, "--out", str(tmp_path / "one")])
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-          "--master_port", str(_free_port()), *cmd, "--out", str(tmp_path / "two")])
+          "--master_port", str(free_port()), *cmd, "--out", str(tmp_path / "two")])
     one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
     two = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
     assert one == two and len(one) >= 12

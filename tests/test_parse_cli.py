@@ -145,8 +145,7 @@ def test_export_then_parse_with_slim_weights(checkpoint, tmp_path):
 def test_shipped_default_model_parses_examples(tmp_path):
     from hparse.api import SHIPPED
 
-    if not SHIPPED["default"].is_file():
-        pytest.skip("no shipped default weights in this checkout")
+    assert SHIPPED["default"].is_file(), "the shipped weights are part of the package"
     examples = Path(__file__).resolve().parents[1] / "examples"
     img = sorted(examples.glob("*.jpg"))[0]
     res = runner.invoke(app, ["parse", str(img), "--out", str(tmp_path)])

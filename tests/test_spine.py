@@ -85,3 +85,49 @@ def test_mistyped_override_fails_fast_naming_the_key():
     assert res.returncode != 0
     assert "bacth_size" in res.stderr and "batch_size" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+class _Scripted:
+    """An evaluator result whose AP^p follows a script, one value per validation."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def summary(self) -> dict:
+        return {"APp_vol": self.value}
+
+    def to_dict(self) -> dict:
+        return self.summary()
+
+    def format_table(self) -> str:
+        return str(self.value)
+
+
+def test_best_pt_follows_the_best_metric_up_and_not_down(tmp_path):
+    """The validation hook keeps best.pt at the epoch whose best metric peaked (0.1, 0.5, 0.3, 0.2 -> epoch 2)."""
+    from hparse.evaluation import EVALUATORS, Evaluator
+
+    script = iter([0.1, 0.5, 0.3, 0.2])
+    if "scripted_ap" not in EVALUATORS:
+        @EVALUATORS.register("scripted_ap")
+        class ScriptedAP(Evaluator):
+            output_keys = ("instances",)
+
+            def process_image(self, sample, output):
+                pass
+
+            def result(self):
+                return _Scripted(next(self.script))
+    EVALUATORS.get("scripted_ap").script = script
+    make_cihp(tmp_path / "cihp")
+    cfg = {"model": {"type": "toy_instance", "width": 8},
+           "data": {"layout": "cihp", "root": str(tmp_path / "cihp"), "train_split": "train", "val_split": "val",
+                    "train_transforms": [{"type": "ToTensor"}]},
+           "train": {"optimizer": "adam", "lr": 0.05, "batch_size": 2, "epochs": 4, "workers": 0},
+           "eval": {"long_side": 24, "evaluators": ["scripted_ap"], "best_metric": "scripted_ap/APp_vol"}}
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "toy.yaml"), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    best, last = load_checkpoint(tmp_path / "run" / "best.pt"), load_checkpoint(tmp_path / "run" / "last.pt")
+    assert best["epoch"] == 2 and best["best"] == pytest.approx(0.5)
+    assert last["epoch"] == 4 and not all(torch.equal(best["model"][k], v) for k, v in last["model"].items())

@@ -141,3 +141,9 @@ def test_hparse_parse_takes_a_video_beside_photos_and_reports_a_broken_one(clip,
     assert sorted(p.name for p in (tmp_path / "o" / "pan").glob("*.png")) == ["000000.png", "000005.png"]
     assert (tmp_path / "o" / "pan_overlay.mp4").is_file()
     assert (tmp_path / "o" / f"{EXAMPLES[0].stem}.png").is_file()
+
+
+def test_smoothing_reduces_flicker_of_the_shipped_model(clip, parser, tmp_path):
+    raw = parse_video(parser, clip, tmp_path / "raw", overlay_video=False, progress=False)
+    smooth = parse_video(parser, clip, tmp_path / "smooth", smooth=0.6, overlay_video=False, progress=False)
+    assert smooth.flicker < raw.flicker / 2

@@ -10,7 +10,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -26,6 +25,7 @@ ws_client = pytest.importorskip("websockets.sync.client")
 from PIL import Image  # noqa: E402
 
 import hparse  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -92,6 +92,14 @@ class DevTools:
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {expression}")
 
+    def upload(self, url: str, path: Path) -> None:
+        """Open the page at ``url`` and choose ``path`` in its file input."""
+        self.page("Page.navigate", url=url)
+        self.wait_for("document.readyState === 'complete' && document.querySelectorAll('#model option').length > 0")
+        root = self.page("DOM.getDocument")["root"]["nodeId"]
+        node = self.page("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
+        self.page("DOM.setFileInputFiles", nodeId=node, files=[str(path)])
+
     def close(self) -> None:
         try:
             if getattr(self, "ws", None) is not None:
@@ -110,9 +118,7 @@ def service_url():
     """The service in a thread of this process (real uvicorn, free local port)."""
     from hparse.service import ServiceSettings, create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(ServiceSettings()), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -146,11 +152,7 @@ def test_upload_shows_legend_toggles_and_downloads_label(service_url, browser, t
     present = [parser.classes[c] for c in np.unique(expected) if c != 0]
 
     browser.page("Page.enable")
-    browser.page("Page.navigate", url=service_url + "/")
-    browser.wait_for("document.readyState === 'complete' && document.querySelectorAll('#model option').length > 0")
-    root = browser.page("DOM.getDocument")["root"]["nodeId"]
-    node = browser.page("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
-    browser.page("DOM.setFileInputFiles", nodeId=node, files=[str(photo)])
+    browser.upload(service_url + "/", photo)
     state = browser.wait_for("['done', 'error'].includes(document.body.dataset.state) && document.body.dataset.state")
     assert state == "done", browser.js("document.getElementById('status').textContent")
 
@@ -179,10 +181,6 @@ def test_upload_shows_legend_toggles_and_downloads_label(service_url, browser, t
 def test_page_reports_a_bad_upload(service_url, browser, tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("these are not pixels")
-    browser.page("Page.navigate", url=service_url + "/")
-    browser.wait_for("document.readyState === 'complete' && document.querySelectorAll('#model option').length > 0")
-    root = browser.page("DOM.getDocument")["root"]["nodeId"]
-    node = browser.page("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
-    browser.page("DOM.setFileInputFiles", nodeId=node, files=[str(bad)])
+    browser.upload(service_url + "/", bad)
     assert browser.wait_for("document.body.dataset.state === 'error' && "
                             "document.getElementById('status').textContent").count("not an image") == 1
