@@ -1,8 +1,9 @@
 """``hparse parse INPUTS... --out FOLDER``.
 
 Exit codes: 0 every image parsed (or already done with this model and these options), 1 some inputs failed
-(each named on stderr, the others parsed), 2 a usage mistake (bad option, unusable model, ``--out`` that is an
-input folder or would replace an input, nothing to parse).
+(each named on stderr, the others parsed), 2 a usage mistake (bad option, unusable model, an option the model
+refuses such as ``--probs`` with an instance model, ``--out`` that is an input folder or would replace an input,
+nothing to parse).
 """
 
 from __future__ import annotations
@@ -53,9 +54,14 @@ def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or 
           extras: bool = typer.Option(False, "--extras", "--levels",
                                       help="also write what the model outputs beyond the label map: "
                                            "boundary / structure-point heatmaps, hierarchy levels and gate "
-                                           "charts, as the model provides")):
+                                           "charts, as the model provides"),
+          min_score: float = typer.Option(None, min=0.0, max=1.0,
+                                          help="instance models: the people scoring at least this make the label "
+                                               "PNG, overlay and --json (default 0.3); the challenge folders "
+                                               "(global_parsing/... for evaluate --instance) keep everybody")):
     """Parse images (a label PNG whose pixel is the class id and a colour overlay each) and videos (a label
-    PNG per frame and an overlay video). Exit code 0: all done, 1: some inputs failed (named), 2: usage mistake."""
+    PNG per frame and an overlay video). Instance models also write the challenge folders and outline each person
+    on the overlay. Exit code 0: all done, 1: some inputs failed (named), 2: usage mistake."""
     from ..api import load
     from ..engine import distributed
     from ..engine.parse import ParseReport, extra_overlays, parse_files
@@ -70,7 +76,7 @@ def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or 
         images = [i for i in inputs if not is_video_file(i)]
         rep = parse_files(parser, images, out, batch_size, overwrite, masks, probs, sidecar, palette,
                           extras=extra_overlays if extras else None, png_mode=png_mode, probs_format=probs_format,
-                          probs_size=probs_size) if images else ParseReport()
+                          probs_size=probs_size, min_score=min_score) if images else ParseReport()
         _parse_videos(parser, [i for i in inputs if is_video_file(i)], out, every, smooth, palette, rep)
     except HParseError as e:
         fail(e)

@@ -11,8 +11,12 @@ or probabilities on the grid of the largest scale. Only then are the scores brou
 memory beyond the label map are bounded by the network input, not the photo. Spatial extras take the same way
 back from the unflipped scale-1 pass (at full size); the model's ``postprocess`` decodes them.
 
-Instance models (``model.task == "instance"``) run through :class:`InstancePredictor`: one pass at
-``long_side``, the model's :class:`~hparse.structures.PersonInstances` scaled back to the image.
+Instance models (``model.task == "instance"``) run through :class:`InstancePredictor`: the model's
+:class:`~hparse.structures.PersonInstances` at ``long_side``, scaled back to the image. Their TTA (instance-parsers
+spec 2.1.4 item 8) goes through the top-down protocol (``detect`` / ``roi_outputs`` / ``people``): the people's
+boxes come from the base pass (scale 1, unflipped); every (scale, flip) pass parses those boxes, mapped into its
+input, and the per-RoI probabilities (flipped back, left/right swapped) and raw qualities are averaged before the
+model scores and pastes them. One pass's outputs are alive at a time; what is kept is R x C x h x w per image.
 """
 
 from __future__ import annotations
@@ -28,16 +32,17 @@ from .backends import TorchRunner
 
 TILE_ELEMENTS = 1 << 22  # scores (or label pixels) per band when bringing scores to the image (16 MiB of float32)
 PROBS_AT = ("image", "network")
+BASE_PASS = (1.0, False)    # instance TTA: the pass whose detections every pass parses
 
 
 def make_predictor(model, eval_cfg: dict, device, tta: bool = False, channels_last: bool = False, runner=None):
     """The predictor of ``model`` with the settings of a config's ``eval`` section (``runner``: see
     :class:`Predictor`)."""
+    scales, flip = eval_cfg["tta_scales"] if tta else eval_cfg["scales"], tta or eval_cfg["flip"]
     if getattr(model, "task", "semantic") == "instance":
-        return InstancePredictor(model, eval_cfg["long_side"], device=device)
-    return Predictor(model, long_side=eval_cfg["long_side"],
-                     scales=eval_cfg["tta_scales"] if tta else eval_cfg["scales"], flip=tta or eval_cfg["flip"],
-                     average=eval_cfg["average"], device=device, channels_last=channels_last, runner=runner)
+        return InstancePredictor(model, eval_cfg["long_side"], scales=scales, flip=flip, device=device)
+    return Predictor(model, long_side=eval_cfg["long_side"], scales=scales, flip=flip, average=eval_cfg["average"],
+                     device=device, channels_last=channels_last, runner=runner)
 
 
 class _Resizer:
@@ -330,14 +335,73 @@ class Predictor:
                 for label, ex in zip(labels, extras)]
 
 
-class InstancePredictor:
-    """Instance models: :class:`~hparse.structures.PersonInstances` per image at its original size."""
+def mirrored(x: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """A padded batch with each image mirrored inside its own ``(h, w)`` (the padding stays right and below)."""
+    out = x.clone()
+    for i, (h, w) in enumerate(sizes):
+        out[i, :, :h, :w] = x[i, :, :h, :w].flip(-1)
+    return out
 
-    def __init__(self, model: torch.nn.Module, long_side: int = 512, size_divisor: int = 32,
-                 device: str | torch.device = "cpu"):
+
+def pass_boxes(boxes: torch.Tensor, base_size: Sequence[int], size: Sequence[int], flip: bool) -> torch.Tensor:
+    """Boxes (x1, y1, x2, y2) in the base pass's input, where the image is ``base_size`` (h, w), in another pass's
+    input, where it is ``size``: scaled per axis, then mirrored in the image's width for a flipped pass."""
+    (h0, w0), (h, w) = base_size, size
+    out = boxes * boxes.new_tensor([w / w0, h / h0, w / w0, h / h0])
+    return torch.stack((w - out[:, 2], out[:, 1], w - out[:, 0], out[:, 3]), 1) if flip else out
+
+
+class InstancePredictor:
+    """Instance models: :class:`~hparse.structures.PersonInstances` per image at its original size; with
+    ``scales`` other than ``(1,)`` or ``flip``, the per-RoI test-time augmentation of the module docstring
+    (models with the top-down protocol only)."""
+
+    def __init__(self, model: torch.nn.Module, long_side: int = 512, scales: Sequence[float] = (1.0,),
+                 flip: bool = False, size_divisor: int = 32, device: str | torch.device = "cpu"):
         self.model = model.eval().to(device)
         self.meta = model.meta
+        self.scales, self.flip = tuple(float(s) for s in scales), bool(flip)
+        self.perm = list(self.meta.flip_permutation())
         self.resizer = _Resizer(self.model, long_side, size_divisor, device)
+        self.per_roi = hasattr(model, "roi_outputs")
+        if self.passes() != [BASE_PASS] and not self.per_roi:
+            raise HParseError(f"{type(model).__name__} has no per-RoI outputs: no multi-scale or flip test")
+
+    def passes(self) -> list[tuple[float, bool]]:
+        """The (scale, flip) passes averaged, the base pass (1, unflipped) first when it is one."""
+        passes = [(s, f) for s in self.scales for f in ((False, True) if self.flip else (False,))]
+        return sorted(passes, key=lambda p: p != BASE_PASS)
+
+    def _forward(self, images: list[np.ndarray], scale: float, flip: bool) -> tuple[dict, list]:
+        """``(raw outputs, per-image sizes)`` of the network on the images at ``scale``, mirrored with ``flip``."""
+        x, sizes = self.resizer.batch(images, scale)
+        x, batch = self.model.prepare({"image": mirrored(x, sizes) if flip else x, "image_sizes": sizes})
+        return self.model.network(x), batch["image_sizes"]
+
+    def _augmented(self, images: list[np.ndarray]) -> tuple[list, list]:
+        """``(people in the base input, base sizes)``: base-pass detections, RoI outputs averaged over the passes."""
+        outputs, sizes = self._forward(images, 1.0, False)
+        detections = self.model.detect(outputs, sizes)
+        probs, quality = [None] * len(images), [None] * len(images)
+        for scale, flip in self.passes():
+            pass_sizes = sizes
+            if (scale, flip) != BASE_PASS:
+                del outputs                                         # one pass's outputs at a time
+                outputs, pass_sizes = self._forward(images, scale, flip)
+            for i, det in enumerate(detections):
+                p, q = self.model.roi_outputs(outputs, i, pass_boxes(det.boxes, sizes[i], pass_sizes[i], flip))
+                p = p.flip(-1)[:, self.perm] if flip else p
+                probs[i] = p if probs[i] is None else probs[i] + p
+                quality[i] = q if quality[i] is None else quality[i] + q
+        n = len(self.passes())
+        return [self.model.people(size, det.boxes, det.scores, p / n, None if q is None else q / n)
+                for size, det, p, q in zip(sizes, detections, probs, quality)], sizes
+
+    def _network_people(self, images: list[np.ndarray]) -> tuple[list, list]:
+        if self.per_roi:
+            return self._augmented(images)
+        x, sizes = self.resizer.batch(images)
+        return self.model({"image": x, "image_sizes": sizes}), sizes
 
     @torch.no_grad()
     def predict(self, images: list[np.ndarray], return_probs: bool = False, with_extras: bool = False,
@@ -346,8 +410,7 @@ class InstancePredictor:
         people are the result; no extras)."""
         if return_probs:
             raise HParseError("an instance model gives people, not class probabilities: leave out --probs")
-        x, sizes = self.resizer.batch(images)
-        results = self.model({"image": x, "image_sizes": sizes})
+        results, sizes = self._network_people(images)
         people = [self.model.postprocess(r, size, im.shape[:2]) for r, size, im in zip(results, sizes, images)]
         return (people, [{} for _ in people]) if with_extras else people
 

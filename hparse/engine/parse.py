@@ -16,6 +16,12 @@
   matches the model and options now asked for and every file of the requested kinds exists; anything else is
   redone, its old label PNG removed first (so a label's record always describes the files beside it).
   Temporary files of runs that are over (killed) are removed at the start; a concurrent run's are left alone.
+* **Instance models** (a :class:`~hparse.structures.PersonInstances` per image): the label PNG is the global
+  parsing of the people scoring at least ``min_score`` (default :data:`SEMANTIC_SCORE_THRESH`; recorded, so
+  changing it redoes the image), the overlay outlines and numbers them, the JSON sidecar lists them, and the
+  challenge folders of :mod:`hparse.io.instance_outputs` (``global_parsing/<stem>.png`` ...) hold every person
+  whatever its score, as ``hparse evaluate --instance`` reads them (output kind ``instances`` of the record).
+  :func:`as_prediction` is the one place where the two kinds of result part.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ import io
 import json
 import logging
 import os
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from tqdm import tqdm
@@ -45,7 +53,9 @@ from ..io.image import (
     write_image,
     write_label_png,
 )
-from ..viz import overlay
+from ..io.instance_outputs import FOLDERS, GLOBAL, HUMANS, PARTS, PERSONS, human_instances, write_instance_outputs
+from ..structures import PersonInstances, score_at_least
+from ..viz import PeopleMarks, overlay
 from . import distributed
 
 log = logging.getLogger("hparse.parse")
@@ -53,6 +63,7 @@ log = logging.getLogger("hparse.parse")
 RECORD_KEY = "hparse"            # the label PNG's text chunk holding the record
 PROBS_FORMATS = ("f16", "u8")    # --probs: float16, or uint8 = round(p * 255)
 PROBS_SIZES = ("image", "network")  # --probs at the image's size, or at the network's (resized, unpadded)
+SEMANTIC_SCORE_THRESH = 0.3      # instance models: people in the label PNG, overlay and sidecar (SEMSEG_SCORE_THRESH)
 
 
 class UsageError(HParseError):
@@ -176,13 +187,20 @@ class OutputOptions:
     overlay: bool = True
     png_mode: str = "palette"
     palette: str | None = None
+    min_score: float = SEMANTIC_SCORE_THRESH
 
-    def kinds(self) -> list[str]:
-        """The output kinds asked for besides the label PNG (probs with its format and size)."""
+    def kinds(self, people: bool = False) -> list[str]:
+        """The output kinds besides the label PNG: the challenge folders for ``people`` (an instance model's
+        result), then those asked for (probs with its format and size)."""
         probs = f"probs:{self.probs_format}:{self.probs_size}"
-        wanted = {"overlay": self.overlay, "masks": self.masks, probs: self.probs, "json": self.sidecar,
-                  "extras": self.extras}
+        wanted = {"instances": people, "overlay": self.overlay, "masks": self.masks, probs: self.probs,
+                  "json": self.sidecar, "extras": self.extras}
         return [k for k, on in wanted.items() if on]
+
+    def settings(self, fingerprint: str, people: bool = False) -> dict:
+        """What a record must match for its image to be skipped; for ``people`` also the semantic threshold."""
+        base = {"model": fingerprint, "palette": self.palette, "png_mode": self.png_mode}
+        return {**base, "min_score": self.min_score} if people else base
 
 
 def model_fingerprint(parser) -> str:
@@ -193,8 +211,9 @@ def model_fingerprint(parser) -> str:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     pred = parser.predictor
-    test_time = {k: getattr(pred, k, None) for k in ("long_side", "scales", "flip", "average")}
-    test_time.update(size_divisor=pred.resizer.size_divisor, backend=getattr(parser, "backend", None))
+    test_time = {k: getattr(pred, k, None) for k in ("scales", "flip", "average")}
+    test_time.update(long_side=pred.resizer.long_side, size_divisor=pred.resizer.size_divisor,
+                     backend=getattr(parser, "backend", None))
     h.update(json.dumps(test_time, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
@@ -202,10 +221,6 @@ def model_fingerprint(parser) -> str:
 def _source(path: Path) -> dict:
     st = path.stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _settings(fingerprint: str, opts: OutputOptions) -> dict:
-    return {"model": fingerprint, "palette": opts.palette, "png_mode": opts.png_mode}
 
 
 def read_record(label_png: Path) -> dict | None:
@@ -221,12 +236,15 @@ def label_path(out_dir: Path, stem: Path) -> Path:
     return out_dir / stem.with_name(stem.name + ".png")
 
 
-def is_done(out_dir: Path, job: Job, settings: dict, opts: OutputOptions) -> bool:
-    """True when the label PNG's record matches these settings and this input, and every file of the
-    requested output kinds exists."""
+def is_done(out_dir: Path, job: Job, fingerprint: str, opts: OutputOptions) -> bool:
+    """True when the label PNG's record matches this model, these options and this input, and every file of
+    the requested output kinds (and of the challenge folders, for an instance model) exists."""
     label = label_path(out_dir, job.stem)
     record = read_record(label) if label.is_file() else None
-    if record is None or record.get("settings") != settings:
+    if record is None:
+        return False
+    people = record.get("settings") == opts.settings(fingerprint, people=True)
+    if not people and record.get("settings") != opts.settings(fingerprint):
         return False
     try:
         if record.get("source") != _source(job.path):
@@ -234,7 +252,92 @@ def is_done(out_dir: Path, job: Job, settings: dict, opts: OutputOptions) -> boo
     except OSError:
         return False
     files = record.get("outputs", {})
-    return all(k in files and all((out_dir / f).is_file() for f in files[k]) for k in opts.kinds())
+    return all(k in files and all((out_dir / f).is_file() for f in files[k]) for k in opts.kinds(people))
+
+
+def instance_files(out_dir: Path, stem: Path, person_maps: int) -> list[Path]:
+    """The challenge-folder files of one image with ``person_maps`` person maps, as
+    :func:`~hparse.io.instance_outputs.write_instance_outputs` names them."""
+    s = stem.as_posix()
+    names = [f"{GLOBAL}/{s}.png", *(f"{f}/{s}{x}" for f in (PARTS, HUMANS) for x in (".png", ".txt")),
+             *(f"{PERSONS}/{s}_{k}.png" for k in range(1, person_maps + 1)), f"{PERSONS}/{s}.txt"]
+    return [out_dir / n for n in names]
+
+
+# ------------------------------------------------------------------------------------------ predictions
+
+@dataclass
+class Prediction:
+    """A semantic model's result for one image, as the writers see it."""
+
+    label: np.ndarray                     # HxW class ids
+    probs: np.ndarray | None = None
+    people: ClassVar[bool] = False        # an instance model's result (challenge folders, outlines)
+
+    def marks(self) -> PeopleMarks | None:
+        """The people to outline on the overlay."""
+        return None
+
+    def summary(self, classes) -> dict:
+        """What the JSON sidecar adds for the people."""
+        return {}
+
+
+@dataclass
+class PeoplePrediction(Prediction):
+    """An instance model's result: ``label`` is the global parsing at ``min_score``; ``persons`` all the people
+    by descending score, ``owner`` the person index of each pixel (-1: nobody; higher scores on top) and ``ids``
+    each person's number k in ``instance_segmentation`` (1 = highest score; 0: no visible pixel)."""
+
+    persons: PersonInstances | None = None
+    min_score: float = SEMANTIC_SCORE_THRESH
+    owner: np.ndarray | None = None
+    ids: np.ndarray | None = None
+    people: ClassVar[bool] = True
+
+    def shown(self) -> list[int]:
+        """Indices of the people shown (score >= ``min_score``, a visible pixel), by id."""
+        keep = (self.ids > 0) & score_at_least(self.persons.scores, self.min_score)
+        return sorted(np.flatnonzero(keep).tolist(), key=lambda i: self.ids[i])
+
+    def person_maps(self) -> int:
+        """How many people have a non-empty parsing (the maps of ``person_parsing``)."""
+        p = self.persons.parsings
+        return int((p.reshape(len(p), -1).max(1, initial=0) > 0).sum())
+
+    def _caption(self, i: int) -> str:
+        return f"{self.ids[i]} {float(self.persons.scores[i]):.2f}"
+
+    def marks(self) -> PeopleMarks:
+        shown = self.shown()
+        return PeopleMarks([self.owner == i for i in shown], [self.persons.boxes[i] for i in shown],
+                           [self._caption(i) for i in shown])
+
+    def _person(self, i: int, classes) -> dict:
+        counts = np.bincount(self.label[self.owner == i], minlength=len(classes))
+        entry = {"id": int(self.ids[i]), "box": [float(v) for v in self.persons.boxes[i]],
+                 "score": float(self.persons.scores[i])}
+        if self.persons.quality is not None:
+            entry["quality"] = float(self.persons.quality[i])
+        entry["pixels"] = {classes[c]: int(counts[c]) for c in np.flatnonzero(counts)}
+        return entry
+
+    def summary(self, classes) -> dict:
+        return {"min_score": self.min_score, "persons": [self._person(i, classes) for i in self.shown()]}
+
+
+def as_prediction(result, probs: np.ndarray | None, min_score: float) -> Prediction:
+    """A predictor's result (a label map, or :class:`PersonInstances`) for the writers: the one place where
+    semantic and instance models part. People are sorted by descending score (ties keep their order, so the
+    global parsing is unchanged) and their parsings pasted once."""
+    if not isinstance(result, PersonInstances):
+        return Prediction(result, probs)
+    persons = result.select(np.argsort(-np.asarray(result.scores, np.float64), kind="stable"))
+    persons.parsings, persons.roi_parsings = persons.full_parsings(), None
+    _, owner = persons.paint(persons.parsings, np.argsort(np.asarray(persons.scores, np.float64), kind="stable"))
+    ids = np.zeros(len(persons) + 1, np.int64)
+    ids[owner.reshape(-1) + 1] = human_instances(persons).ids.reshape(-1)   # as instance_segmentation numbers them
+    return PeoplePrediction(persons.to_semantic(min_score), probs, persons, min_score, owner, ids[1:])
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -243,8 +346,8 @@ class OutputWriter:
     """Writes one image's outputs (label PNG last, with its record); refuses a path another input of this
     run already wrote."""
 
-    def __init__(self, out_dir: Path, meta, opts: OutputOptions, settings: dict):
-        self.out, self.meta, self.opts, self.settings = out_dir, meta, opts, settings
+    def __init__(self, out_dir: Path, meta, opts: OutputOptions, fingerprint: str):
+        self.out, self.meta, self.opts, self.fingerprint = out_dir, meta, opts, fingerprint
         self.colours = meta.palette(opts.palette)
         self.label_palette = self.colours if opts.png_mode == "palette" else None
         self.claimed: dict[Path, Path] = {}
@@ -255,33 +358,40 @@ class OutputWriter:
             raise OSError(f"output {path} was already written for {owner} in this run; rename one of the inputs")
         return path
 
-    def write(self, job: Job, image: np.ndarray, label: np.ndarray, probs: np.ndarray | None,
-              extras: dict) -> None:
+    def write(self, job: Job, image: np.ndarray, pred: Prediction, extras: dict) -> None:
         base, label_png = self.out / job.stem, self._claim(label_path(self.out, job.stem), job)
         previous = read_record(label_png) if label_png.is_file() else None
         label_png.unlink(missing_ok=True)      # until the new one is written, the image counts as not done
         files: dict[str, list[str]] = {}
-        put = {"overlay": self._overlay, "masks": self._masks, "json": self._sidecar, "extras": self._extras}
-        for kind in self.opts.kinds():
+        put = {"instances": self._instances, "overlay": self._overlay, "masks": self._masks, "json": self._sidecar,
+               "extras": self._extras}
+        for kind in self.opts.kinds(pred.people):
             if kind.startswith("probs:"):
-                files[kind] = self._probs(job, base, probs)
+                files[kind] = self._probs(job, base, pred.probs)
             else:
-                files[kind] = put[kind](job, base, image, label, extras)
-        _remove_stale_masks(self.out, previous, files.get("masks"))
-        record = {"version": 1, "settings": self.settings, "source": _source(job.path),
-                  "input": str(job.path), "outputs": files}
-        write_label_png(label_png, label, self.label_palette, text={RECORD_KEY: json.dumps(record)})
+                files[kind] = put[kind](job, base, image, pred, extras)
+        self._remove_stale(previous, "masks" in files)
+        record = {"version": 1, "settings": self.opts.settings(self.fingerprint, pred.people),
+                  "source": _source(job.path), "input": str(job.path), "outputs": files}
+        write_label_png(label_png, pred.label, self.label_palette, text={RECORD_KEY: json.dumps(record)})
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.out).as_posix()
 
-    def _overlay(self, job, base, image, label, extras) -> list[str]:
+    def _instances(self, job, base, image, pred, extras) -> list[str]:
+        for path in instance_files(self.out, job.stem, pred.person_maps()):
+            self._claim(path, job)
+        return [self._rel(p) for p in write_instance_outputs(self.out, job.stem.as_posix(), pred.persons, self.meta,
+                                                             semantic_thresh=pred.min_score,
+                                                             png_mode=self.opts.png_mode)]
+
+    def _overlay(self, job, base, image, pred, extras) -> list[str]:
         path = self._claim(base.with_name(base.name + "_overlay.jpg"), job)
-        write_image(path, overlay(image, label, self.colours, classes=self.meta.classes))
+        write_image(path, overlay(image, pred.label, self.colours, classes=self.meta.classes, people=pred.marks()))
         return [self._rel(path)]
 
-    def _masks(self, job, base, image, label, extras) -> list[str]:
-        folder, written = base.with_name(base.name + "_masks"), []
+    def _masks(self, job, base, image, pred, extras) -> list[str]:
+        label, folder, written = pred.label, base.with_name(base.name + "_masks"), []
         for c in np.unique(label):
             if c == 0:
                 continue
@@ -297,16 +407,18 @@ class OutputWriter:
         write_bytes_atomic(path, buf.getvalue())
         return [self._rel(path)]
 
-    def _sidecar(self, job, base, image, label, extras) -> list[str]:
+    def _sidecar(self, job, base, image, pred, extras) -> list[str]:
+        label = pred.label
         present = {int(c): self.meta.classes[c] for c in np.unique(label)}
         path = self._claim(base.with_name(base.name + ".json"), job)
         write_text_atomic(path, json.dumps({
             "label_set": self.meta.name, "classes": list(self.meta.classes), "present": present,
             "size": [int(label.shape[0]), int(label.shape[1])], "input": str(job.path),
-            "pixels": {self.meta.classes[c]: int((label == c).sum()) for c in present}}, indent=1))
+            "pixels": {self.meta.classes[c]: int((label == c).sum()) for c in present},
+            **pred.summary(self.meta.classes)}, indent=1))
         return [self._rel(path)]
 
-    def _extras(self, job, base, image, label, extras) -> list[str]:
+    def _extras(self, job, base, image, pred, extras) -> list[str]:
         written = []
         for name, img in extras.items():   # 2-D: a label map (PNG), 3-D: a picture (JPEG)
             suffix = ".png" if img.ndim == 2 else ".jpg"
@@ -318,23 +430,31 @@ class OutputWriter:
             written.append(self._rel(path))
         return written
 
+    def _remove_stale(self, previous: dict | None, masks: bool) -> None:
+        """Challenge-folder files an earlier record of this image listed, and its masks when masks are written
+        now, that this run did not write: removed, so what lies beside the label PNG matches its record (a person
+        map or mask of another model or input)."""
+        if previous is None:
+            return
+        old = previous.get("outputs", {})
+        for rel in set(old.get("instances", [])) | set(old.get("masks", []) if masks else []):
+            path = self.out / rel
+            if path not in self.claimed and _varying_output(rel):
+                path.unlink(missing_ok=True)
+
+
+def _varying_output(rel: str) -> bool:
+    """A file of an output kind whose files vary in number: a mask PNG or a challenge-folder file."""
+    p = Path(rel)
+    return ((p.suffix == ".png" and p.parent.name.endswith("_masks"))
+            or (p.suffix in (".png", ".txt") and len(p.parts) > 1 and p.parts[0] in FOLDERS))
+
 
 def encode_probs(probs: np.ndarray, fmt: str = "f16") -> np.ndarray:
     """Class probabilities as stored by ``--probs``: float16 (``f16``) or uint8 ``round(p * 255)`` (``u8``)."""
     if fmt == "u8":
         return np.round(np.clip(np.asarray(probs, np.float32), 0, 1) * 255).astype(np.uint8)
     return np.asarray(probs).astype(np.float16)
-
-
-def _remove_stale_masks(out_dir: Path, previous: dict | None, now: list[str] | None) -> None:
-    """Mask PNGs an earlier record of this image listed and this pass did not write (another model or
-    input): removed, so the mask folder matches the label PNG."""
-    if previous is None or now is None:
-        return
-    for rel in set(previous.get("outputs", {}).get("masks", [])) - set(now):
-        path = out_dir / rel
-        if path.suffix == ".png" and path.parent.name.endswith("_masks"):
-            path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- extras
@@ -364,18 +484,32 @@ def extra_overlays(parser, images: list[np.ndarray], extras: list[dict] | None =
 
 # ---------------------------------------------------------------------------------------------- the run
 
+def _person_map_stem(path: Path, out: Path) -> str | None:
+    """The output stem whose person map ``path`` would be (``<out>/person_parsing/<stem>_<k>.png``), else None."""
+    if not _inside(path, out / PERSONS):
+        return None
+    m = re.fullmatch(r"(.+)_\d+\.png", path.relative_to(out / PERSONS).as_posix())
+    return m.group(1) if m else None
+
+
 def check_outputs_spare_inputs(jobs: list[Job], out_dir: Path, inputs: list[str]) -> None:
-    """:class:`UsageError` when ``out_dir`` is an input folder or an output name is an input file."""
+    """:class:`UsageError` when ``out_dir`` is an input folder or an output name is an input file (the challenge
+    folders' names included: whether the model gives people is known only from its results)."""
     out = out_dir.resolve()
     for inp in inputs:
         if Path(inp).is_dir() and Path(inp).resolve() == out:
             raise UsageError(f"--out {out_dir} is the input folder {inp}: the outputs would replace or mix with "
                              "the photos; choose another folder (one inside it is fine)")
     sources = {j.path.resolve(): j.path for j in jobs}
+    stems = {j.stem.as_posix() for j in jobs}
+    for path, source in sources.items():
+        if _person_map_stem(path, out) in stems:
+            raise UsageError(f"the output {path} would replace the input {source}; choose another --out")
     for j in jobs:
         base = out / j.stem
         for path in (label_path(out, j.stem), base.with_name(base.name + "_overlay.jpg"),
-                     base.with_name(base.name + ".json"), base.with_name(base.name + "_probs.npy")):
+                     base.with_name(base.name + ".json"), base.with_name(base.name + "_probs.npy"),
+                     *instance_files(out, j.stem, 0)):
             if path in sources:
                 raise UsageError(f"the output {path} would replace the input {sources[path]}; choose another --out")
 
@@ -391,28 +525,27 @@ def _read(job: Job, report: ParseReport) -> np.ndarray | None:
     return None
 
 
-def _predict(parser, images: list[np.ndarray], probs: bool, extras, probs_at: str) -> tuple[list, list, list]:
-    """(label maps, probabilities or Nones, extra pictures) of a batch."""
-    from ..structures import PersonInstances
-
+def _predict(parser, images: list[np.ndarray], opts: OutputOptions, extras) -> tuple[list, list]:
+    """(:class:`Prediction` per image, extra pictures) of a batch."""
     if extras:
-        results, raw = parser.predictor.predict(images, return_probs=probs, with_extras=True, probs_at=probs_at)
+        results, raw = parser.predictor.predict(images, return_probs=opts.probs, with_extras=True,
+                                                probs_at=opts.probs_size)
         more = extras(parser, images, raw)
     else:
-        results, more = parser.predict(images, return_probs=probs, probs_at=probs_at), [{}] * len(images)
-    labels, probs_out = [], []
-    for res in results:
-        label, prob = res if probs else (res, None)
-        labels.append(label.to_semantic() if isinstance(label, PersonInstances) else label)
-        probs_out.append(prob)
-    return labels, probs_out, more
+        results = parser.predict(images, return_probs=opts.probs, probs_at=opts.probs_size)
+        more = [{}] * len(images)
+    pairs = results if opts.probs else [(r, None) for r in results]
+    return [as_prediction(r, p, opts.min_score) for r, p in pairs], more
 
 
 def _predict_each(parser, chunk: list[Job], images, writer: OutputWriter, extras, report: ParseReport):
-    """:func:`_predict` on the batch; when the batch fails, image by image, so one bad image fails alone."""
-    opts = writer.opts
+    """:func:`_predict` on the batch; when the batch fails, image by image, so one bad image fails alone. The
+    predictor's :class:`HParseError` refuses the request itself (e.g. probabilities from an instance model): a
+    :class:`UsageError`."""
     try:
-        return list(zip(chunk, images, *_predict(parser, images, opts.probs, extras, opts.probs_size)))
+        return list(zip(chunk, images, *_predict(parser, images, writer.opts, extras)))
+    except HParseError as e:
+        raise UsageError(str(e)) from e
     except Exception as e:  # noqa: BLE001 - one bad batch must not end the run
         if len(chunk) > 1:
             return [r for j, im in zip(chunk, images) for r in _predict_each(parser, [j], [im], writer, extras, report)]
@@ -424,10 +557,11 @@ def _predict_each(parser, chunk: list[Job], images, writer: OutputWriter, extras
 def parse_files(parser, inputs: list[str], out_dir: str | Path, batch_size: int = 1, overwrite: bool = False,
                 masks: bool = False, probs: bool = False, sidecar: bool = False, palette: str | None = None,
                 progress: bool = True, extras=None, png_mode: str = "palette", probs_format: str = "f16",
-                probs_size: str = "image") -> ParseReport:
+                probs_size: str = "image", min_score: float | None = None) -> ParseReport:
     """Parse every image in ``inputs`` into ``out_dir`` (module docstring); bad inputs and failed writes are
     reported per file in the :class:`ParseReport`, never fatal. :class:`UsageError` when the request cannot be
-    carried out at all (an output would replace an input; no input found).
+    carried out at all (an output would replace an input; no input found; an option the model refuses).
+    ``min_score``: instance models' semantic threshold (None: :data:`SEMANTIC_SCORE_THRESH`).
 
     ``extras(parser, images, extra_outputs) -> list[dict name -> picture]`` renders the model's extra
     outputs (boundaries, structure points, levels...; taken from the same forward passes) as pictures.
@@ -445,13 +579,14 @@ def parse_files(parser, inputs: list[str], out_dir: str | Path, batch_size: int 
     for tmp in remove_stale_temps(out_dir, started):
         log.info("removed %s, left by an interrupted run", tmp)
     opts = OutputOptions(masks=masks, probs=probs, probs_format=probs_format, probs_size=probs_size, sidecar=sidecar,
-                         extras=bool(extras), png_mode=png_mode, palette=palette)
-    settings = _settings(model_fingerprint(parser), opts)
+                         extras=bool(extras), png_mode=png_mode, palette=palette,
+                         min_score=SEMANTIC_SCORE_THRESH if min_score is None else float(min_score))
+    fingerprint = model_fingerprint(parser)
     jobs = distributed.shard(jobs)  # under torchrun: every N-th image, from this process's rank
-    done = {j for j in jobs if not overwrite and is_done(out_dir, j, settings, opts)}
+    done = {j for j in jobs if not overwrite and is_done(out_dir, j, fingerprint, opts)}
     report.skipped = [str(j.path) for j in jobs if j in done]
     todo = [j for j in jobs if j not in done]
-    writer = OutputWriter(out_dir, parser.meta, opts, settings)
+    writer = OutputWriter(out_dir, parser.meta, opts, fingerprint)
     with tqdm(total=len(todo), desc="parse", unit="img", disable=not progress) as bar:
         for start in range(0, len(todo), batch_size):
             _parse_batch(parser, todo[start:start + batch_size], writer, extras, report)
@@ -464,10 +599,10 @@ def _parse_batch(parser, batch: list[Job], writer: OutputWriter, extras, report:
     chunk = [(j, im) for j, im in read if im is not None]
     if not chunk:
         return
-    for job, image, label, prob, extra in _predict_each(parser, [j for j, _ in chunk], [im for _, im in chunk],
-                                                        writer, extras, report):
+    for job, image, pred, extra in _predict_each(parser, [j for j, _ in chunk], [im for _, im in chunk],
+                                                 writer, extras, report):
         try:
-            writer.write(job, image, label, prob, extra)
+            writer.write(job, image, pred, extra)
             report.written.append(str(job.path))
         except (OSError, HParseError, ValueError) as e:
             report.failed[str(job.path)] = f"{job.path}: cannot write its outputs ({e})"

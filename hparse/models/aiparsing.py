@@ -28,6 +28,9 @@ edges, and the mIoU of the predicted parsing (argmax) against it. Inference: the
 score sqrt(det x clamp(predicted mIoU, 0, 1)), probabilities pasted Mask R-CNN style (1-cell pad) and argmaxed
 into one part map per person; the global parsing paints people by ascending score
 (``PersonInstances.to_semantic``, the instance evaluator's ``semantic_thresh``: 0.3 on CIHP).
+Inference runs TopDownParser's steps (``detect``, ``roi_outputs``, ``people``), so the instance predictor's
+test-time augmentation (spec 2.1.4 item 8) averages the probabilities and predicted mIoU of several scales and
+flips on the base scale's boxes before the same scoring and paste.
 
 Cost: ``count_macs(model)`` counts the detector (``network``: backbone, FPN, FCOS) at an input size;
 :meth:`AIParsing.roi_head_macs` the parsing and refinement heads per RoI and :meth:`AIParsing.pgec_macs` the
@@ -38,7 +41,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,11 +53,11 @@ from .blocks import ASPP, PPM, ConvBNAct, NonLocal2d, group_norm
 from .complexity import count_macs
 from .detection import (
     FCOS,
+    Detections,
     Matcher,
     TopDownParser,
     edge_targets,
     ground_truth,
-    paste_parsings,
     person_part_targets,
     roi_miou,
     rois_of,
@@ -314,40 +316,25 @@ class AIParsing(TopDownParser):
         names = [s["name"] for s in self.criterion.specs if s["weight"]]
         return dict.fromkeys(names + (["miou_score"] if self.iou_head is not None else []), zero)
 
-    # -- inference -----------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def inference(self, outputs: dict, batch: dict) -> list[PersonInstances]:
-        detections = self.fcos.detect(outputs["detector"], batch["image_sizes"])
-        return [self.parse_people(outputs["features"], i, det, size)
-                for i, (det, size) in enumerate(zip(detections, batch["image_sizes"]))]
+    # -- inference (TopDownParser's protocol) -------------------------------------------------------------------
+    def detect(self, outputs: dict, image_sizes) -> list[Detections]:
+        return self.fcos.detect(outputs["detector"], image_sizes)
 
-    def parse_people(self, features: dict, index: int, det, size) -> PersonInstances:
-        """One image's people: the heads on its boxes in chunks, scores, pasted part maps (network pixels)."""
-        one = {k: v[index:index + 1] for k, v in features.items()}
-        scores, quality, parsings = [], [], []
-        for start in range(0, len(det.boxes), self.test_chunk):
-            boxes = det.boxes[start:start + self.test_chunk]
-            out = self.parse_rois(one, [boxes])
-            s, q = self.score(det.scores[start:start + len(boxes)], out.get("miou"))
-            scores.append(s)
-            quality.append(q)
-            parsings.append(paste_parsings(out["parsing"].float().softmax(1), boxes, size, self.paste_pad))
-        if not scores:
-            return PersonInstances(image_size=size, parsings=np.zeros((0, *size), np.uint8),
-                                   quality=np.zeros(0, np.float32))
-        return PersonInstances(image_size=size, boxes=det.boxes.float().cpu().numpy(),
-                               scores=torch.cat(scores).double().cpu().numpy(),
-                               parsings=torch.cat(parsings).cpu().numpy(),
-                               quality=torch.cat(quality).float().cpu().numpy())
+    def roi_outputs(self, outputs: dict, index: int, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The heads on image ``index``'s boxes, ``test_chunk`` at a time: the parsing softmax and the raw
+        predicted mIoU (None without the refinement head)."""
+        one = {k: v[index:index + 1] for k, v in outputs["features"].items()}
+        heads = [self.parse_rois(one, [boxes[i:i + self.test_chunk]]) for i in range(0, len(boxes), self.test_chunk)]
+        if not heads:
+            size = self.roi_head.parsing_size
+            return (boxes.new_zeros((0, self.num_classes, size, size)),
+                    None if self.iou_head is None else boxes.new_zeros(0))
+        probs = torch.cat([h["parsing"].float().softmax(1) for h in heads])
+        return probs, torch.cat([h["miou"] for h in heads]) if "miou" in heads[0] else None
 
-    @staticmethod
-    def score(det_scores: torch.Tensor, miou: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(score, quality)``: sqrt(det x clamp(predicted mIoU, 0, 1)) and the clamped mIoU (without the
-        refinement head: the detection score, quality 1)."""
-        if miou is None:
-            return det_scores, torch.ones_like(det_scores)
-        quality = miou.float().clamp(0, 1)
-        return torch.sqrt(det_scores.float() * quality), quality
+    def parse_people(self, features: dict, index: int, det: Detections, size) -> PersonInstances:
+        """One image's people (network pixels) from the FPN ``features`` and its detections."""
+        return self.people(size, det.boxes, det.scores, *self.roi_outputs({"features": features}, index, det.boxes))
 
     # -- cost ------------------------------------------------------------------------------------------------
     def roi_head_macs(self) -> int:

@@ -23,7 +23,8 @@ def present_classes(label: np.ndarray, num_classes: int | None = None) -> list[i
 
 
 @lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.ImageFont:
+def text_font(size: int) -> ImageFont.ImageFont:
+    """PIL's default font at ``size`` pixels (the fixed bitmap font where Pillow has no FreeType)."""
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, ImportError, OSError):  # Pillow without FreeType: the fixed bitmap font
@@ -49,7 +50,7 @@ def _layout(height: int, classes: tuple[str, ...]) -> _Layout:
     size = min(24, max(11, round(height / 32)))
     row, pad = round(size * 1.6), max(4, size // 2)
     per_column = max(1, (height - 2 * pad) // row)
-    font = _font(size)
+    font = text_font(size)
     text = max(int(math.ceil(font.getlength(name))) for name in classes)
     columns = max(1, math.ceil((len(classes) - 1) / per_column))
     return _Layout(size, row, pad, per_column, size + pad + text + pad, columns)
@@ -65,7 +66,7 @@ def legend_panel(label: np.ndarray, palette, classes, height: int) -> np.ndarray
     classes = tuple(classes)
     lay = _layout(height, classes)
     panel = Image.new("RGB", (lay.width, height), PANEL_RGB)
-    draw, font = ImageDraw.Draw(panel), _font(lay.font_size)
+    draw, font = ImageDraw.Draw(panel), text_font(lay.font_size)
     pal = np.asarray(palette, dtype=np.uint8)
     for k, c in enumerate(present_classes(label, len(classes))):
         col, row = divmod(k, lay.rows_per_column)

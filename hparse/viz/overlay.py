@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .legend import legend_panel
+from .people import PeopleMarks, draw_people
 
 
 def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -15,13 +16,16 @@ def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: float = 0.55,
-            classes: Sequence[str] | None = None) -> np.ndarray:
-    """Blend the colour map over the image; background (0) stays the plain image. With ``classes`` (the
-    label set's names) a legend of the classes present is added as a panel on the right."""
+            classes: Sequence[str] | None = None, people: PeopleMarks | None = None) -> np.ndarray:
+    """Blend the colour map over the image; background (0) stays the plain image. ``people``: outlines and
+    captions drawn on top (:func:`~hparse.viz.people.draw_people`). With ``classes`` (the label set's names) a
+    legend of the classes present is added as a panel on the right."""
     col = colorize(label, palette).astype(np.float32)
     img = image.astype(np.float32)
     a = np.where(label[..., None] > 0, alpha, 0.0).astype(np.float32)
     blended = np.clip(img * (1 - a) + col * a + 0.5, 0, 255).astype(np.uint8)
+    if people is not None:
+        blended = draw_people(blended, people)
     if classes is None:
         return blended
     return np.concatenate([blended, legend_panel(label, palette, classes, blended.shape[0])], axis=1)

@@ -7,6 +7,15 @@ becomes the mean pixel, 0 after normalisation) and hands the raw outputs of :met
 framework) build their detector and RoI heads on ``self.body``. ``collate`` names the data collate its
 training batches need (``hparse.data.detection``: images padded to a multiple of ``size_divisibility``).
 
+Inference is three steps, which the instance predictor's test-time augmentation (``InstancePredictor``) also
+calls, one pass at a time, to average the RoI probabilities of several inputs on the base pass's boxes:
+
+- :meth:`~TopDownParser.detect` ``(outputs, image_sizes) -> [Detections]`` (subclass);
+- :meth:`~TopDownParser.roi_outputs` ``(outputs, index, boxes) -> (probs (R, C, h, w), quality (R,) or None)``:
+  the class probabilities over image ``index``'s boxes (input pixels) and the raw predicted quality (subclass);
+- :meth:`~TopDownParser.people` ``(size, boxes, det_scores, probs, quality) -> PersonInstances``: scores
+  (:meth:`~TopDownParser.score`) and the probabilities pasted into the image, in chunks of ``test_chunk``.
+
 Cost: :meth:`network` is the dense part (backbone, FPN, detection head), so ``count_macs(model)`` counts
 it at the given input size; the per-RoI heads are counted by the subclass (AIParsing: ``roi_head_macs``).
 """
@@ -15,13 +24,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
+from ...structures import PersonInstances
 from ..backbones import build_backbone
 from ..fpn import FPN
 from ..meta_arch import InstanceParsingModel
+from .fcos import Detections
 from .inputs import image_sizes, zero_padding
+from .rois import paste_parsings
 
 
 class BackboneFPN(nn.Module):
@@ -41,10 +54,13 @@ class BackboneFPN(nn.Module):
 
 
 class TopDownParser(InstanceParsingModel):
-    """Base class; see the module docstring. Subclasses implement ``network``, ``losses`` and ``inference``."""
+    """Base class; see the module docstring. Subclasses implement ``network``, ``losses``, ``detect`` and
+    ``roi_outputs``."""
 
     collate = "detection"       # hparse.data.detection.build_collate(collate, size_divisibility)
     size_divisibility = 32
+    paste_pad = 1               # RoI cells of zero padding when pasting (Mask R-CNN)
+    test_chunk = 16             # RoIs per head run and per paste at inference
 
     def __init__(self, meta, loss: list[dict] | None, backbone: dict, fpn: dict):
         super().__init__(meta, loss)
@@ -54,6 +70,43 @@ class TopDownParser(InstanceParsingModel):
         """The padding of each image zeroed after normalisation; ``image_sizes`` in the batch."""
         sizes = image_sizes(batch)
         return zero_padding(self.normalize(batch["image"]), sizes), {**batch, "image_sizes": sizes}
+
+    # -- inference -----------------------------------------------------------------------------------------
+    def detect(self, outputs: dict, image_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+        """The people boxes of every image of the batch, in input pixels."""
+        raise NotImplementedError
+
+    def roi_outputs(self, outputs: dict, index: int, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(probs (R, C, h, w) float, quality (R,) or None)`` of image ``index`` over ``boxes`` (R, 4)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def inference(self, outputs: dict, batch: dict) -> list[PersonInstances]:
+        sizes = batch["image_sizes"]
+        return [self.people(size, det.boxes, det.scores, *self.roi_outputs(outputs, i, det.boxes))
+                for i, (det, size) in enumerate(zip(self.detect(outputs, sizes), sizes))]
+
+    def people(self, size: tuple[int, int], boxes: torch.Tensor, det_scores: torch.Tensor, probs: torch.Tensor,
+               quality: torch.Tensor | None) -> PersonInstances:
+        """One image's people in input pixels: :meth:`score` and the probabilities pasted into ``size``."""
+        if not len(boxes):
+            return PersonInstances(image_size=size, parsings=np.zeros((0, *size), np.uint8),
+                                   quality=np.zeros(0, np.float32))
+        scores, quality = self.score(det_scores, quality)
+        parsings = [paste_parsings(probs[i:i + self.test_chunk], boxes[i:i + self.test_chunk], size, self.paste_pad)
+                    for i in range(0, len(boxes), self.test_chunk)]
+        return PersonInstances(image_size=size, boxes=boxes.float().cpu().numpy(),
+                               scores=scores.double().cpu().numpy(), parsings=torch.cat(parsings).cpu().numpy(),
+                               quality=quality.float().cpu().numpy())
+
+    @staticmethod
+    def score(det_scores: torch.Tensor, quality: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(score, quality)``: sqrt(det x clamp(predicted quality, 0, 1)) and the clamped quality (without a
+        quality: the detection score, quality 1)."""
+        if quality is None:
+            return det_scores, torch.ones_like(det_scores)
+        quality = quality.float().clamp(0, 1)
+        return torch.sqrt(det_scores.float() * quality), quality
 
 
 def zero_loss(module: nn.Module) -> torch.Tensor:
