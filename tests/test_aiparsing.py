@@ -36,6 +36,7 @@ from hparse.models.detection import (
     roi_miou,
     zero_padding,
 )
+from hparse.structures import PersonInstances
 
 CCP15 = get_meta("ccp15")
 # a tiny AIParsing for fast tests: every stage of the paper's model at toy widths
@@ -266,6 +267,12 @@ def _patched_heads(model: AIParsing, rois: dict[tuple, tuple[torch.Tensor, float
     model.parse_rois = parse_rois
 
 
+def parse_people(model, det: Detections, size) -> PersonInstances:
+    """The model's inference step after detection, on patched heads (no features needed)."""
+    heads = lambda rois: model.roi_outputs({"features": {}}, 0, det.boxes[rois])  # noqa: E731
+    return model.people(size, det.boxes, det.scores, heads)
+
+
 def test_people_are_painted_in_ascending_score_order():
     model = tiny_model().eval()
     a, b = (2.0, 2.0, 34.0, 34.0), (18.0, 18.0, 50.0, 50.0)
@@ -273,7 +280,7 @@ def test_people_are_painted_in_ascending_score_order():
     for miou_a, miou_b, winner in ((0.9, 0.2, 4), (0.1, 0.8, 8)):
         _patched_heads(model, {a: (torch.full((size, size), 4), miou_a), b: (torch.full((size, size), 8), miou_b)})
         det = Detections(torch.tensor([a, b]), torch.tensor([0.6, 0.6]), torch.tensor([1, 1]))
-        people = model.parse_people({}, 0, det, (56, 56))
+        people = parse_people(model, det, (56, 56))
         assert people.scores.dtype == np.float64 and people.parsings.shape == (2, 56, 56)
         assert people.scores.tolist() == pytest.approx([math.sqrt(0.6 * miou_a), math.sqrt(0.6 * miou_b)])
         sem = people.to_semantic()
@@ -290,8 +297,8 @@ def test_ground_truth_as_prediction_through_the_challenge_folders_scores_one(tmp
         boxes = gt.boxes.clone()
         maps = person_part_targets(gt, boxes, torch.arange(len(boxes)), 128)
         _patched_heads(model, {tuple(b.tolist()): (m.clamp(max=14), 1.0) for b, m in zip(boxes, maps)})
-        people = model.parse_people({}, 0, Detections(boxes, torch.ones(len(boxes)), torch.ones(len(boxes))),
-                                    sample["label"].shape)
+        people = parse_people(model, Detections(boxes, torch.ones(len(boxes)), torch.ones(len(boxes))),
+                              sample["label"].shape)
         writer.process([sample], [{"instances": people}])
     scores = evaluate_instance_folder(tmp_path / "pred", reader, progress=False).summary()
     assert scores["APp_vol"] == pytest.approx(1.0) and scores["APp50"] == pytest.approx(1.0)

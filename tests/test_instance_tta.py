@@ -68,18 +68,21 @@ def test_passes_parse_the_base_boxes_scaled_and_mirrored():
     predictor = InstancePredictor(model, long_side=96, scales=(1.0, 0.5), flip=True)
     assert predictor.passes() == [(1.0, False), (1.0, True), (0.5, False), (0.5, True)]
     people = predictor.predict(ims)
-    boxes = [calls[i][2] for i in range(2)]                     # the base pass, images 0 and 1
+    boxes = [calls[i * 4][2] for i in range(2)]                 # the base passes of images 0 and 1
     for b, p in zip(boxes, people):                             # the people keep the base boxes (same size)
         assert np.array_equal(p.boxes, b.numpy()) and len(p) == len(b)
     widths = {(1.0, 0): 96, (1.0, 1): 60, (0.5, 0): 48, (0.5, 1): 30}
-    for k, (scale, flip) in enumerate(predictor.passes()):
-        for i in range(2):
-            _, index, got = calls[2 * k + i]
-            want = boxes[i] * scale
+    off = model.roi_offset                                      # legacy RoIAlign: half a P3 cell
+    assert off == model.roi_stride / 2 > 0
+    n = len(predictor.passes())
+    for i in range(2):                                          # one image at a time, its passes in turn
+        for k, (scale, flip) in enumerate(predictor.passes()):
+            _, index, got = calls[i * n + k]
+            sampled = (boxes[i] + off) * scale                  # the picture's points the features sample
             if flip:
                 w = widths[scale, i]                            # the image's width, not the batch's (64 / 32)
-                want = torch.stack((w - want[:, 2], want[:, 1], w - want[:, 0], want[:, 3]), 1)
-            assert index == i and torch.allclose(got, want), (scale, flip, i)
+                sampled = torch.stack((w - sampled[:, 2], sampled[:, 1], w - sampled[:, 0], sampled[:, 3]), 1)
+            assert index == 0 and torch.allclose(got + off, sampled), (scale, flip, i)
 
 
 def test_probabilities_and_qualities_are_averaged_before_scoring():
@@ -97,11 +100,12 @@ def test_probabilities_and_qualities_are_averaged_before_scoring():
     (people,) = predictor.predict(ims)
     perm = CIHP.flip_permutation()
     back = [p.flip(-1)[:, perm] if flip else p for (p, _), (_, flip) in zip(answers, predictor.passes())]
-    _, _, _, probs, quality = people_args[0]
-    assert torch.allclose(probs, sum(back) / 4) and torch.allclose(quality, torch.tensor([0.5, 0.5]))
-    # sqrt(det x clamp(mean quality)): 0.5 and 0.5, not the mean of the clamped ones (0.45, 0.4)
-    assert people.scores.tolist() == pytest.approx([math.sqrt(0.64 * 0.5), math.sqrt(0.36 * 0.5)])
-    assert people.quality.tolist() == pytest.approx([0.5, 0.5])
+    probs, _ = people_args[0][3](slice(None))                  # the averaged per-RoI outputs given to people()
+    assert torch.allclose(probs, sum(back) / 4)
+    # the spec's averaged scores: mean over passes of sqrt(det x clamp(quality, 0, 1))
+    per_pass = torch.stack([torch.sqrt(det * q.clamp(0, 1)) for _, q in answers])
+    assert people.scores.tolist() == pytest.approx(per_pass.mean(0).tolist())
+    assert people.scores.tolist() != pytest.approx([math.sqrt(0.64 * 0.5), math.sqrt(0.36 * 0.5)])  # not the mean q
 
 
 def test_flipped_pass_swaps_left_and_right_back():
@@ -119,7 +123,7 @@ def test_flipped_pass_swaps_left_and_right_back():
     calls = record(model, "roi_outputs")
     people_args = record(model, "people")
     (people,) = InstancePredictor(model, long_side=96, flip=True).predict(ims)
-    probs = people_args[0][3]
+    probs, _ = people_args[0][3](slice(None))
     assert len(calls) == 2 and probs[:, RIGHT_ARM, :, size // 2:].eq(1).all() and probs[:, LEFT_ARM].eq(0).all()
     assert set(np.unique(people.parsings)) == {0, RIGHT_ARM}
 

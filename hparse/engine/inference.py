@@ -343,12 +343,18 @@ def mirrored(x: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
     return out
 
 
-def pass_boxes(boxes: torch.Tensor, base_size: Sequence[int], size: Sequence[int], flip: bool) -> torch.Tensor:
+def pass_boxes(boxes: torch.Tensor, base_size: Sequence[int], size: Sequence[int], flip: bool,
+               offset: float = 0.0) -> torch.Tensor:
     """Boxes (x1, y1, x2, y2) in the base pass's input, where the image is ``base_size`` (h, w), in another pass's
-    input, where it is ``size``: scaled per axis, then mirrored in the image's width for a flipped pass."""
+    input, where it is ``size``, so the RoI features sample the same places of the picture: the points sampled
+    (``offset`` pixels right of / below the box: ``model.roi_offset``) scaled per axis, mirrored in the image's
+    width for a flipped pass, then the offset taken off again."""
     (h0, w0), (h, w) = base_size, size
-    out = boxes * boxes.new_tensor([w / w0, h / h0, w / w0, h / h0])
-    return torch.stack((w - out[:, 2], out[:, 1], w - out[:, 0], out[:, 3]), 1) if flip else out
+    if (h, w) == (h0, w0) and not flip:
+        return boxes
+    out = (boxes + offset) * boxes.new_tensor([w / w0, h / h0, w / w0, h / h0])
+    out = torch.stack((w - out[:, 2], out[:, 1], w - out[:, 0], out[:, 3]), 1) if flip else out
+    return out - offset
 
 
 class InstancePredictor:
@@ -363,8 +369,7 @@ class InstancePredictor:
         self.scales, self.flip = tuple(float(s) for s in scales), bool(flip)
         self.perm = list(self.meta.flip_permutation())
         self.resizer = _Resizer(self.model, long_side, size_divisor, device)
-        self.per_roi = hasattr(model, "roi_outputs")
-        if self.passes() != [BASE_PASS] and not self.per_roi:
+        if self.passes() != [BASE_PASS] and not hasattr(model, "roi_outputs"):
             raise HParseError(f"{type(model).__name__} has no per-RoI outputs: no multi-scale or flip test")
 
     def passes(self) -> list[tuple[float, bool]]:
@@ -378,28 +383,34 @@ class InstancePredictor:
         x, batch = self.model.prepare({"image": mirrored(x, sizes) if flip else x, "image_sizes": sizes})
         return self.model.network(x), batch["image_sizes"]
 
-    def _augmented(self, images: list[np.ndarray]) -> tuple[list, list]:
-        """``(people in the base input, base sizes)``: base-pass detections, RoI outputs averaged over the passes."""
-        outputs, sizes = self._forward(images, 1.0, False)
-        detections = self.model.detect(outputs, sizes)
-        probs, quality = [None] * len(images), [None] * len(images)
+    def _augmented(self, image: np.ndarray) -> tuple:
+        """``(people in the base input, base size)`` of one image: base-pass detections; per RoI the parsing
+        probabilities averaged over the passes and the score averaged (the mean of sqrt(det x clamp(quality)),
+        given to the model as the quality whose score that is). Memory: one pass's features and the image's
+        (R, C, h, w) sums."""
+        outputs, (size,) = self._forward([image], 1.0, False)
+        det = self.model.detect(outputs, [size])[0]
+        probs, root = None, None
         for scale, flip in self.passes():
-            pass_sizes = sizes
+            pass_size = size
             if (scale, flip) != BASE_PASS:
                 del outputs                                         # one pass's outputs at a time
-                outputs, pass_sizes = self._forward(images, scale, flip)
-            for i, det in enumerate(detections):
-                p, q = self.model.roi_outputs(outputs, i, pass_boxes(det.boxes, sizes[i], pass_sizes[i], flip))
-                p = p.flip(-1)[:, self.perm] if flip else p
-                probs[i] = p if probs[i] is None else probs[i] + p
-                quality[i] = q if quality[i] is None else quality[i] + q
+                outputs, (pass_size,) = self._forward([image], scale, flip)
+            boxes = pass_boxes(det.boxes, size, pass_size, flip, self.model.roi_offset)
+            p, q = self.model.roi_outputs(outputs, 0, boxes)
+            p = p.flip(-1)[:, self.perm] if flip else p
+            r = None if q is None else q.float().clamp(0, 1).sqrt()
+            probs = p if probs is None else probs.add_(p)
+            root = r if root is None or r is None else root.add_(r)
         n = len(self.passes())
-        return [self.model.people(size, det.boxes, det.scores, p / n, None if q is None else q / n)
-                for size, det, p, q in zip(sizes, detections, probs, quality)], sizes
+        probs, quality = probs.div_(n), None if root is None else (root / n) ** 2
+        people = self.model.people(size, det.boxes, det.scores,
+                                   lambda rois: (probs[rois], None if quality is None else quality[rois]))
+        return people, size
 
     def _network_people(self, images: list[np.ndarray]) -> tuple[list, list]:
-        if self.per_roi:
-            return self._augmented(images)
+        if self.passes() != [BASE_PASS]:
+            return tuple(map(list, zip(*[self._augmented(im) for im in images])))
         x, sizes = self.resizer.batch(images)
         return self.model({"image": x, "image_sizes": sizes}), sizes
 

@@ -47,7 +47,6 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..ops import roi_align
-from ..structures import PersonInstances
 from . import MODELS
 from .blocks import ASPP, PPM, ConvBNAct, NonLocal2d, group_norm
 from .complexity import count_macs
@@ -332,9 +331,10 @@ class AIParsing(TopDownParser):
         probs = torch.cat([h["parsing"].float().softmax(1) for h in heads])
         return probs, torch.cat([h["miou"] for h in heads]) if "miou" in heads[0] else None
 
-    def parse_people(self, features: dict, index: int, det: Detections, size) -> PersonInstances:
-        """One image's people (network pixels) from the FPN ``features`` and its detections."""
-        return self.people(size, det.boxes, det.scores, *self.roi_outputs({"features": features}, index, det.boxes))
+    @property
+    def roi_offset(self) -> float:
+        """Legacy RoIAlign (``roi_aligned: false``) samples half a cell of the RoI level right of and below the box."""
+        return 0.0 if self.roi_aligned else self.roi_stride / 2
 
     # -- cost ------------------------------------------------------------------------------------------------
     def roi_head_macs(self) -> int:

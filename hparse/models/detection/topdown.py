@@ -80,24 +80,35 @@ class TopDownParser(InstanceParsingModel):
         """``(probs (R, C, h, w) float, quality (R,) or None)`` of image ``index`` over ``boxes`` (R, 4)."""
         raise NotImplementedError
 
+    roi_offset = 0.0            # input pixels by which the RoI features sample right of / below the box
+
     @torch.no_grad()
     def inference(self, outputs: dict, batch: dict) -> list[PersonInstances]:
         sizes = batch["image_sizes"]
-        return [self.people(size, det.boxes, det.scores, *self.roi_outputs(outputs, i, det.boxes))
+        return [self.people(size, det.boxes, det.scores,
+                            lambda rois, i=i, boxes=det.boxes: self.roi_outputs(outputs, i, boxes[rois]))
                 for i, (det, size) in enumerate(zip(self.detect(outputs, sizes), sizes))]
 
-    def people(self, size: tuple[int, int], boxes: torch.Tensor, det_scores: torch.Tensor, probs: torch.Tensor,
-               quality: torch.Tensor | None) -> PersonInstances:
-        """One image's people in input pixels: :meth:`score` and the probabilities pasted into ``size``."""
+    def people(self, size: tuple[int, int], boxes: torch.Tensor, det_scores: torch.Tensor,
+               roi_outputs) -> PersonInstances:
+        """One image's people in input pixels: ``roi_outputs(rois)`` (a slice of the boxes -> their ``(probs,
+        quality)``) is called ``test_chunk`` boxes at a time, each chunk scored (:meth:`score`) and pasted into
+        ``size`` before the next, so only pasted labels accumulate."""
         if not len(boxes):
             return PersonInstances(image_size=size, parsings=np.zeros((0, *size), np.uint8),
                                    quality=np.zeros(0, np.float32))
-        scores, quality = self.score(det_scores, quality)
-        parsings = [paste_parsings(probs[i:i + self.test_chunk], boxes[i:i + self.test_chunk], size, self.paste_pad)
-                    for i in range(0, len(boxes), self.test_chunk)]
+        scores, quality, parsings = [], [], []
+        for start in range(0, len(boxes), self.test_chunk):
+            rois = slice(start, start + self.test_chunk)
+            probs, q = roi_outputs(rois)
+            s, q = self.score(det_scores[rois], q)
+            scores.append(s)
+            quality.append(q)
+            parsings.append(paste_parsings(probs, boxes[rois], size, self.paste_pad))
         return PersonInstances(image_size=size, boxes=boxes.float().cpu().numpy(),
-                               scores=scores.double().cpu().numpy(), parsings=torch.cat(parsings).cpu().numpy(),
-                               quality=quality.float().cpu().numpy())
+                               scores=torch.cat(scores).double().cpu().numpy(),
+                               parsings=torch.cat(parsings).cpu().numpy(),
+                               quality=torch.cat(quality).float().cpu().numpy())
 
     @staticmethod
     def score(det_scores: torch.Tensor, quality: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
