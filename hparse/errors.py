@@ -15,3 +15,8 @@ class ImageTooLargeError(DataError):
 
 class ConfigError(HParseError):
     """A configuration is malformed or names something unknown."""
+
+
+class UnsupportedOutput(HParseError):
+    """The model cannot give an output asked for (e.g. class probabilities, ``--probs``, from an instance model):
+    the request is refused as a whole, not image by image."""

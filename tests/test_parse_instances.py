@@ -19,6 +19,7 @@ from hparse.engine import parse as parse_mod
 from hparse.engine.evaluate_instances import evaluate_instance_folder
 from hparse.engine.inference import InstancePredictor
 from hparse.engine.parse import SEMANTIC_SCORE_THRESH, UsageError, as_prediction, parse_files, read_record
+from hparse.errors import DataError, UnsupportedOutput
 from hparse.io import instance_outputs as io
 from hparse.io.image import read_label
 from hparse.labels import get_meta
@@ -32,15 +33,17 @@ runner = CliRunner()
 
 
 def people(h: int = H, w: int = W) -> PersonInstances:
-    """Three people, not in score order: B (0.6) overlaps A (0.9) on the right of A, C (0.2) is below the
-    default threshold; boxes are detector-like (not tight)."""
-    p = np.zeros((3, h, w), np.uint8)
+    """Four people, not in score order: B (0.6) overlaps A (0.9) on the right of A, C (0.2) is below the
+    default threshold, D (0.5) lies wholly behind A (hidden: a person map but no number in instance_segmentation);
+    boxes are detector-like (not tight)."""
+    p = np.zeros((4, h, w), np.uint8)
     p[0, 10:55, 25:60], p[0, 10:20, 25:60] = 4, 2              # B: upper-clothes, hair on top
     p[1, 5:50, 5:30], p[1, 5:15, 5:30], p[1, 40:50, 5:30] = 4, 2, 8  # A: hair, upper-clothes, pants
     p[2, 20:58, 62:78] = 6                                       # C: dress
-    persons = PersonInstances.from_person_labels(p, scores=[0.6, 0.9, 0.2])
+    p[3, 20:35, 8:22] = 5                                        # D: coat, under A
+    persons = PersonInstances.from_person_labels(p, scores=[0.6, 0.9, 0.2, 0.5])
     persons.boxes = persons.boxes + np.array([-1.5, -0.5, 1.25, 0.5], np.float32)
-    persons.quality = np.array([0.7, 0.8, 0.3])
+    persons.quality = np.array([0.7, 0.8, 0.3, 0.6])
     return persons
 
 
@@ -62,13 +65,23 @@ class StandIn(torch.nn.Module):
         return people(*image_size)
 
 
+class Predictor(InstancePredictor):
+    """:class:`InstancePredictor` refusing probabilities with :class:`UnsupportedOutput`, as parse expects of it
+    (see :func:`test_instance_predictor_refuses_probs`)."""
+
+    def predict(self, images, return_probs: bool = False, **kw):
+        if return_probs:
+            raise UnsupportedOutput("an instance model gives people, not class probabilities: leave out --probs")
+        return super().predict(images, **kw)
+
+
 class FakeParser:
     """What parse_files uses of :class:`hparse.api.Parser`: meta, model, predictor and ``predict``."""
 
     def __init__(self, scale: float = 1.0):
         self.model = StandIn(scale)
         self.meta = META
-        self.predictor = InstancePredictor(self.model, long_side=64)
+        self.predictor = Predictor(self.model, long_side=64)
 
     def predict(self, images, return_probs: bool = False, probs_at: str = "image"):
         return self.predictor.predict(images, return_probs=return_probs, probs_at=probs_at)
@@ -85,16 +98,30 @@ def photos(tmp_path) -> Path:
     return src
 
 
+@pytest.fixture
+def two_sizes(tmp_path) -> Path:
+    """``a.png`` (H x W) and ``big.png`` (72 x 100, another aspect)."""
+    src = tmp_path / "two"
+    src.mkdir()
+    for name, (h, w) in (("a.png", (H, W)), ("big.png", (72, 100))):
+        y, x = np.mgrid[:h, :w]
+        Image.fromarray(np.stack([x * 2, y * 3, 255 - x * 2], -1).astype(np.uint8)).save(src / name)
+    return src
+
+
 def run(src: Path, out: Path, **kw):
     return parse_files(FakeParser(kw.pop("scale", 1.0)), [str(src)], out, progress=False, **kw)
 
 
 def expected():
-    """The people sorted by score (A, B, C) and the visible pixels of each (higher scores on top)."""
+    """The people sorted by score (A, B, D, C) and the visible pixels of each (higher scores on top; D has none)."""
     persons = people()
     persons = persons.select(np.argsort(-persons.scores, kind="stable"))
-    parsings = persons.full_parsings()
-    visible = [parsings[0] > 0, (parsings[1] > 0) & ~(parsings[0] > 0), parsings[2] > 0]
+    visible, covered = [], np.zeros((H, W), bool)
+    for p in persons.full_parsings():
+        visible.append((p > 0) & ~covered)
+        covered |= p > 0
+    assert not visible[2].any()
     return persons, visible
 
 
@@ -107,12 +134,12 @@ def test_challenge_folders_label_and_record(photos, tmp_path):
     persons, _ = expected()
     for stem in ("a", "sub/b"):
         for folder, suffixes in ((io.GLOBAL, [".png"]), (io.PARTS, [".png", ".txt"]), (io.HUMANS, [".png", ".txt"]),
-                                 (io.PERSONS, ["_1.png", "_2.png", "_3.png", ".txt"])):
+                                 (io.PERSONS, ["_1.png", "_2.png", "_3.png", "_4.png", ".txt"])):
             for suffix in suffixes:
                 assert (out / folder / f"{stem}{suffix}").is_file(), (folder, stem, suffix)
         got = io.read_instance_outputs(out, stem)
-        assert len(got.persons) == 3 and len(got.humans) == 3                  # everybody, whatever the score
-        np.testing.assert_array_equal(got.persons.scores, [0.9, 0.6, 0.2])   # ids by descending score
+        assert len(got.persons) == 4 and len(got.humans) == 3     # everybody, whatever the score (D hidden)
+        np.testing.assert_array_equal(got.persons.scores, [0.9, 0.6, 0.5, 0.2])   # ids by descending score
         np.testing.assert_array_equal(got.persons.parsings, persons.full_parsings())
         np.testing.assert_array_equal(got.persons.boxes, persons.boxes)
         np.testing.assert_array_equal(got.humans.scores, [0.9, 0.6, 0.2])
@@ -120,11 +147,11 @@ def test_challenge_folders_label_and_record(photos, tmp_path):
         label = read_label(out / f"{stem}.png")
         np.testing.assert_array_equal(label, got.semantic)
         np.testing.assert_array_equal(label, persons.to_semantic(SEMANTIC_SCORE_THRESH))
-        assert not (label == 6).any() and (got.persons.parsings[2] == 6).any()
+        assert not (label == 6).any() and (got.persons.parsings[3] == 6).any()
         record = read_record(out / f"{stem}.png")
         assert record["settings"]["min_score"] == SEMANTIC_SCORE_THRESH
         assert sorted(record["outputs"]["instances"]) == sorted(
-            p.relative_to(out).as_posix() for p in parse_mod.instance_files(out, Path(stem), 3))
+            p.relative_to(out).as_posix() for p in io.instance_output_paths(out, stem, 4))
         assert (out / f"{stem}_overlay.jpg").is_file() and (out / f"{stem}.json").is_file()
     assert not list(out.rglob("*.tmp*"))
 
@@ -155,6 +182,48 @@ def test_sidecar_lists_the_people_shown(photos, tmp_path):
     assert [p["id"] for p in side["persons"]] == [1, 2, 3] and side["persons"][2]["pixels"] == {"dress": 16 * 38}
 
 
+def test_two_numberings_and_person_map(photos, tmp_path):
+    """The sidecar's ``id`` and the overlay's number are instance_segmentation's (D, hidden behind A, has none);
+    person_parsing numbers D too, so each sidecar entry names its person map."""
+    out = tmp_path / "out"
+    run(photos, out, sidecar=True, min_score=0.1)
+    persons, visible = expected()                                     # A, B, D, C
+    parsings = persons.full_parsings()
+    humans = io.read_human_instances(out, "a")
+    side = json.loads((out / "a.json").read_text())
+    assert [p["id"] for p in side["persons"]] == [1, 2, 3]
+    assert [p["person_map"] for p in side["persons"]] == [f"{io.PERSONS}/a_{k}.png" for k in (1, 2, 4)]
+    for entry, k in zip(side["persons"], (0, 1, 3)):
+        assert entry["score"] == persons.scores[k]
+        np.testing.assert_array_equal(humans.ids == entry["id"], visible[k])              # instance_segmentation
+        np.testing.assert_array_equal(read_label(out / entry["person_map"]), parsings[k])  # person_parsing
+    np.testing.assert_array_equal(read_label(out / io.PERSONS / "a_3.png"), parsings[2])  # D: a map, no number
+    assert json.loads((out / "sub" / "b.json").read_text())["persons"][2]["person_map"] == f"{io.PERSONS}/sub/b_4.png"
+    # the overlay's captions and outlines follow the same ids
+    pred = as_prediction(people(), None, 0.1)
+    marks = pred.marks()
+    assert [c.split()[0] for c in marks.captions] == ["1", "2", "3"]
+    for v, k in zip(marks.ids, (0, 1, 3)):
+        np.testing.assert_array_equal(pred.owner == v, visible[k])
+    assert pred.summary(META.classes)["persons"][0]["person_map"] is None    # no paths given: no map named
+
+
+def test_prediction_memory_is_bounded():
+    """Full-size parsings are not copied; the owner map is the smallest type; counts agree with a per-person scan."""
+    result = people()
+    pred = as_prediction(result, None, SEMANTIC_SCORE_THRESH)
+    assert pred.persons.parsings is result.parsings and pred.persons.roi_parsings is None
+    assert pred.owner.dtype == np.uint8 and pred.owner.shape == (H, W)
+    for i in range(len(result)):
+        want = np.bincount(pred.label[pred.owner == i + 1], minlength=pred.pixels.shape[1])
+        np.testing.assert_array_equal(pred.pixels[i], want)
+    many = PersonInstances((4, 5), boxes=np.zeros((300, 4), np.float32), scores=np.linspace(0, 1, 300),
+                           parsings=np.ones((300, 4, 5), np.uint8))
+    pred = as_prediction(many, None, 0.5)
+    assert pred.owner.dtype == np.uint16 and (pred.owner == 300).all() and pred.ids.max() == 1
+    assert pred.person_maps() == 300 and pred.shown() == [299]       # writing them would fail: over 255 maps
+
+
 def test_overlay_outlines_the_people(photos, tmp_path):
     out = tmp_path / "out"
     run(photos, out)
@@ -171,14 +240,17 @@ def test_overlay_outlines_the_people(photos, tmp_path):
     inside[:16] = False                                  # the captions sit at the top of the boxes
     assert diff[ring].mean() > 4 * diff[inside].mean() + 40
     # C (below the threshold) is not outlined
-    assert diff[boundary(visible[2], width)].mean() < diff[ring].mean() / 3
+    assert diff[boundary(visible[3], width)].mean() < diff[ring].mean() / 3
 
 
 def test_draw_people_colours_each_outline():
     picture = np.zeros((60, 100, 3), np.uint8)
     a, b = np.zeros((60, 100), bool), np.zeros((60, 100), bool)
     a[25:55, 5:25], b[30:58, 55:80] = True, True
-    got = draw_people(picture, PeopleMarks([a, b], [(5, 25, 25, 55), (55, 30, 80, 58)], ["1 0.90", "2 0.60"]))
+    owner = np.zeros((60, 100), np.uint8)
+    owner[a], owner[b], owner[2:12, 85:95] = 1, 2, 3                      # 3: a person not marked
+    got = draw_people(picture, PeopleMarks(owner, [1, 2], [(5, 25, 25, 55), (55, 30, 80, 58)], ["1 0.90", "2 0.60"]))
+    assert (got[2:12, 85:95] == 0).all()
     width = outline_width(60, 100)
     for i, m in enumerate((a, b)):
         ring = boundary(m, width)
@@ -218,6 +290,36 @@ def test_stale_person_maps_are_removed(photos, tmp_path, monkeypatch):
     run(photos, out, overwrite=True)
     assert (out / io.PERSONS / "a_2.png").is_file() and not (out / io.PERSONS / "a_3.png").exists()
     assert len(io.read_instance_outputs(out, "a").persons) == 2
+
+
+def test_killed_run_leaves_no_stale_person_maps(photos, tmp_path, monkeypatch):
+    """Without a record (the label PNG is removed first, so a killed run leaves none), maps ``<stem>_<k>.png``
+    beyond the new count are removed, up to the first missing k."""
+    out = tmp_path / "out"
+    run(photos, out)
+    maps = out / io.PERSONS
+    (out / "a.png").unlink()                                         # killed while redoing a: no record
+    for k in (5, 6, 8):
+        (maps / f"a_{k}.png").write_bytes((maps / "a_1.png").read_bytes())
+    (maps / "a_07.png").write_bytes(b"not ours")
+    monkeypatch.setattr(StandIn, "postprocess", lambda self, r, size, image_size: people(*image_size).select([0, 1]))
+    rep = run(photos, out)
+    assert rep.written == [str(photos / "a.png")]                    # sub/b is done
+    assert sorted(p.name for p in maps.glob("a_*.png")) == ["a_07.png", "a_1.png", "a_2.png", "a_8.png"]
+    assert len(io.read_instance_outputs(out, "a").persons) == 2
+    assert (maps / "sub" / "b_4.png").is_file()
+
+
+def test_an_image_without_people(photos, tmp_path, monkeypatch):
+    def nobody(self, result, size, image_size):
+        return PersonInstances(tuple(image_size), parsings=np.zeros((0, *image_size), np.uint8))
+
+    monkeypatch.setattr(StandIn, "postprocess", nobody)
+    out = tmp_path / "out"
+    rep = run(photos, out, sidecar=True)
+    assert len(rep.written) == 2 and not rep.failed
+    assert json.loads((out / "a.json").read_text())["persons"] == [] and not read_label(out / "a.png").any()
+    assert len(io.read_instance_outputs(out, "a").persons) == 0
 
 
 def test_as_prediction_semantic_unchanged():
@@ -276,6 +378,61 @@ def test_masks_probs_extras(photos, tmp_path):
     assert read_record(tmp_path / "x" / "a.png")["outputs"]["extras"] == []
 
 
+def test_batch_of_two_sizes(two_sizes, tmp_path, monkeypatch):
+    """Two images of different sizes in one forward pass: each gets its own people, at its own size."""
+    batches = []
+    forward = StandIn.forward
+    monkeypatch.setattr(StandIn, "forward", lambda self, batch: batches.append(len(batch["image_sizes"]))
+                        or forward(self, batch))
+    out = tmp_path / "out"
+    rep = parse_files(FakeParser(), [str(two_sizes)], out, batch_size=2, sidecar=True, progress=False)
+    assert sorted(rep.written) == [str(two_sizes / "a.png"), str(two_sizes / "big.png")] and not rep.failed
+    assert batches == [2]
+    for stem, size in (("a", (H, W)), ("big", (72, 100))):
+        persons = people(*size)
+        persons = persons.select(np.argsort(-persons.scores, kind="stable"))
+        label = read_label(out / f"{stem}.png")
+        assert label.shape == size
+        np.testing.assert_array_equal(label, persons.to_semantic(SEMANTIC_SCORE_THRESH))
+        got = io.read_instance_outputs(out, stem)
+        np.testing.assert_array_equal(got.persons.parsings, persons.full_parsings())
+        assert len(got.humans) == 3 and got.humans.ids.shape == size
+        assert sorted(read_record(out / f"{stem}.png")["outputs"]["instances"]) == sorted(
+            p.relative_to(out).as_posix() for p in io.instance_output_paths(out, stem, 4))
+        side = json.loads((out / f"{stem}.json").read_text())
+        assert side["size"] == list(size) and [p["id"] for p in side["persons"]] == [1, 2]
+        assert [p["person_map"] for p in side["persons"]] == [f"{io.PERSONS}/{stem}_{k}.png" for k in (1, 2)]
+
+
+def test_one_bad_image_fails_alone(two_sizes, tmp_path, monkeypatch):
+    """An error of one image (a DataError too) fails that image, named; the run goes on (exit code 1, not 2).
+    Only :class:`UnsupportedOutput` refuses the request."""
+    import hparse.api
+
+    good = StandIn.postprocess
+
+    def postprocess(self, result, size, image_size):
+        if tuple(image_size) == (72, 100):
+            raise DataError("this one is broken")
+        return good(self, result, size, image_size)
+
+    monkeypatch.setattr(StandIn, "postprocess", postprocess)
+    out = tmp_path / "out"
+    rep = parse_files(FakeParser(), [str(two_sizes)], out, batch_size=2, progress=False)
+    assert rep.written == [str(two_sizes / "a.png")] and list(rep.failed) == [str(two_sizes / "big.png")]
+    assert "this one is broken" in rep.failed[str(two_sizes / "big.png")]
+    monkeypatch.setattr(hparse.api, "load", lambda *a, **k: FakeParser())
+    res = runner.invoke(app, ["parse", str(two_sizes), "--out", str(tmp_path / "cli"), "--batch-size", "2"])
+    assert res.exit_code == 1 and "this one is broken" in res.output and "1 parsed" in res.output
+
+
+def test_instance_predictor_refuses_probs():
+    """The real predictor refuses --probs; parse needs it to be :class:`UnsupportedOutput` (a usage error)."""
+    predictor = InstancePredictor(StandIn(), long_side=64)
+    with pytest.raises(UnsupportedOutput, match="leave out --probs"):
+        predictor.predict([np.zeros((H, W, 3), np.uint8)], return_probs=True)
+
+
 def test_outputs_spare_inputs_in_the_challenge_folders(tmp_path):
     out = tmp_path / "out"
     rng = np.random.default_rng(1)
@@ -323,3 +480,4 @@ def test_cli_parse_with_an_instance_model(photos, tmp_path, monkeypatch):
     assert res.exit_code == 2
     help_text = inspect.signature(parse_cmd.parse).parameters["min_score"].default.help
     assert f"(default {SEMANTIC_SCORE_THRESH})" in help_text           # the help says the constant's value
+    assert "global_parsing/" in help_text.split("(default")[0] and "keep every person" in help_text

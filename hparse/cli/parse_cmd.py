@@ -57,8 +57,9 @@ def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or 
                                            "charts, as the model provides"),
           min_score: float = typer.Option(None, min=0.0, max=1.0,
                                           help="instance models: the people scoring at least this make the label "
-                                               "PNG, overlay and --json (default 0.3); the challenge folders "
-                                               "(global_parsing/... for evaluate --instance) keep everybody")):
+                                               "PNG, global_parsing/, the overlay and --json (default 0.3); "
+                                               "instance_parsing/, instance_segmentation/ and person_parsing/ (for "
+                                               "evaluate --instance) keep every person")):
     """Parse images (a label PNG whose pixel is the class id and a colour overlay each) and videos (a label
     PNG per frame and an overlay video). Instance models also write the challenge folders and outline each person
     on the overlay. Exit code 0: all done, 1: some inputs failed (named), 2: usage mistake."""

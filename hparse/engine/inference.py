@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import HParseError
+from ..errors import HParseError, UnsupportedOutput
 from .backends import TorchRunner
 
 TILE_ELEMENTS = 1 << 22  # scores (or label pixels) per band when bringing scores to the image (16 MiB of float32)
@@ -420,7 +420,7 @@ class InstancePredictor:
         """People per image; the semantic predictor's options where they apply (no class probabilities: the
         people are the result; no extras)."""
         if return_probs:
-            raise HParseError("an instance model gives people, not class probabilities: leave out --probs")
+            raise UnsupportedOutput("an instance model gives people, not class probabilities: leave out --probs")
         results, sizes = self._network_people(images)
         people = [self.model.postprocess(r, size, im.shape[:2]) for r, size, im in zip(results, sizes, images)]
         return (people, [{} for _ in people]) if with_extras else people

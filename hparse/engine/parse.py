@@ -19,8 +19,13 @@
 * **Instance models** (a :class:`~hparse.structures.PersonInstances` per image): the label PNG is the global
   parsing of the people scoring at least ``min_score`` (default :data:`SEMANTIC_SCORE_THRESH`; recorded, so
   changing it redoes the image), the overlay outlines and numbers them, the JSON sidecar lists them, and the
-  challenge folders of :mod:`hparse.io.instance_outputs` (``global_parsing/<stem>.png`` ...) hold every person
-  whatever its score, as ``hparse evaluate --instance`` reads them (output kind ``instances`` of the record).
+  challenge folders of :mod:`hparse.io.instance_outputs` are written as ``hparse evaluate --instance`` reads them
+  (output kind ``instances`` of the record): ``global_parsing/<stem>.png`` is that same global parsing at
+  ``min_score``, while ``instance_parsing``, ``instance_segmentation`` and ``person_parsing`` keep every person
+  whatever its score. A person's number on the overlay and its ``id`` in the sidecar are its number k in
+  ``instance_segmentation`` (people hidden behind higher-scoring ones have none); ``person_parsing`` numbers
+  every person with a non-empty parsing, so the sidecar names each person's map (``person_map``).
+  A rerun that finds no record removes person maps beyond the new count (left by a killed run).
   :func:`as_prediction` is the one place where the two kinds of result part.
 """
 
@@ -32,17 +37,17 @@ import io
 import json
 import logging
 import os
-import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import HParseError
+from ..errors import HParseError, UnsupportedOutput
 from ..io.atomic import remove_stale_temps, write_bytes_atomic, write_text_atomic
 from ..io.image import (
     IMAGE_EXTENSIONS,
@@ -53,7 +58,15 @@ from ..io.image import (
     write_image,
     write_label_png,
 )
-from ..io.instance_outputs import FOLDERS, GLOBAL, HUMANS, PARTS, PERSONS, human_instances, write_instance_outputs
+from ..io.instance_outputs import (
+    FOLDERS,
+    MAX_IDS,
+    instance_output_paths,
+    person_map_image_id,
+    person_map_order,
+    person_map_path,
+    write_instance_outputs,
+)
 from ..structures import PersonInstances, score_at_least
 from ..viz import PeopleMarks, overlay
 from . import distributed
@@ -67,7 +80,8 @@ SEMANTIC_SCORE_THRESH = 0.3      # instance models: people in the label PNG, ove
 
 
 class UsageError(HParseError):
-    """The request itself is wrong (an output would replace an input, nothing to parse)."""
+    """The request itself is wrong (an output would replace an input, nothing to parse, an output the model
+    cannot give)."""
 
 
 @dataclass
@@ -255,15 +269,6 @@ def is_done(out_dir: Path, job: Job, fingerprint: str, opts: OutputOptions) -> b
     return all(k in files and all((out_dir / f).is_file() for f in files[k]) for k in opts.kinds(people))
 
 
-def instance_files(out_dir: Path, stem: Path, person_maps: int) -> list[Path]:
-    """The challenge-folder files of one image with ``person_maps`` person maps, as
-    :func:`~hparse.io.instance_outputs.write_instance_outputs` names them."""
-    s = stem.as_posix()
-    names = [f"{GLOBAL}/{s}.png", *(f"{f}/{s}{x}" for f in (PARTS, HUMANS) for x in (".png", ".txt")),
-             *(f"{PERSONS}/{s}_{k}.png" for k in range(1, person_maps + 1)), f"{PERSONS}/{s}.txt"]
-    return [out_dir / n for n in names]
-
-
 # ------------------------------------------------------------------------------------------ predictions
 
 @dataclass
@@ -278,21 +283,27 @@ class Prediction:
         """The people to outline on the overlay."""
         return None
 
-    def summary(self, classes) -> dict:
-        """What the JSON sidecar adds for the people."""
+    def summary(self, classes, map_path: Callable[[int], str] | None = None) -> dict:
+        """What the JSON sidecar adds for the people; ``map_path(k)``: where person map k lies."""
         return {}
 
 
 @dataclass
 class PeoplePrediction(Prediction):
-    """An instance model's result: ``label`` is the global parsing at ``min_score``; ``persons`` all the people
-    by descending score, ``owner`` the person index of each pixel (-1: nobody; higher scores on top) and ``ids``
-    each person's number k in ``instance_segmentation`` (1 = highest score; 0: no visible pixel)."""
+    """An instance model's result: ``label`` is the global parsing at ``min_score``; ``persons`` all the people as
+    the model gave them (parsings pasted), ``order`` their indices by descending score (ties keep their order).
+    Per pixel ``owner`` is 1 + the index of the person on top (0: nobody; higher scores on top), in the smallest
+    unsigned type that holds it. Per person: ``ids`` its number k in ``instance_segmentation`` (1 = highest score;
+    0: no visible pixel), ``maps`` its number k in ``person_parsing`` (0: empty parsing), ``pixels`` its visible
+    pixels per class of ``label``."""
 
     persons: PersonInstances | None = None
     min_score: float = SEMANTIC_SCORE_THRESH
+    order: np.ndarray | None = None
     owner: np.ndarray | None = None
     ids: np.ndarray | None = None
+    maps: np.ndarray | None = None
+    pixels: np.ndarray | None = None
     people: ClassVar[bool] = True
 
     def shown(self) -> list[int]:
@@ -302,42 +313,71 @@ class PeoplePrediction(Prediction):
 
     def person_maps(self) -> int:
         """How many people have a non-empty parsing (the maps of ``person_parsing``)."""
-        p = self.persons.parsings
-        return int((p.reshape(len(p), -1).max(1, initial=0) > 0).sum())
+        return int(np.count_nonzero(self.maps))
 
     def _caption(self, i: int) -> str:
         return f"{self.ids[i]} {float(self.persons.scores[i]):.2f}"
 
     def marks(self) -> PeopleMarks:
         shown = self.shown()
-        return PeopleMarks([self.owner == i for i in shown], [self.persons.boxes[i] for i in shown],
+        return PeopleMarks(self.owner, [i + 1 for i in shown], [self.persons.boxes[i] for i in shown],
                            [self._caption(i) for i in shown])
 
-    def _person(self, i: int, classes) -> dict:
-        counts = np.bincount(self.label[self.owner == i], minlength=len(classes))
+    def _person(self, i: int, classes, map_path: Callable[[int], str] | None) -> dict:
         entry = {"id": int(self.ids[i]), "box": [float(v) for v in self.persons.boxes[i]],
                  "score": float(self.persons.scores[i])}
         if self.persons.quality is not None:
             entry["quality"] = float(self.persons.quality[i])
+        counts = self.pixels[i]
         entry["pixels"] = {classes[c]: int(counts[c]) for c in np.flatnonzero(counts)}
+        k = int(self.maps[i])
+        entry["person_map"] = map_path(k) if k and map_path is not None else None
         return entry
 
-    def summary(self, classes) -> dict:
-        return {"min_score": self.min_score, "persons": [self._person(i, classes) for i in self.shown()]}
+    def summary(self, classes, map_path: Callable[[int], str] | None = None) -> dict:
+        return {"min_score": self.min_score, "persons": [self._person(i, classes, map_path) for i in self.shown()]}
 
 
 def as_prediction(result, probs: np.ndarray | None, min_score: float) -> Prediction:
     """A predictor's result (a label map, or :class:`PersonInstances`) for the writers: the one place where
-    semantic and instance models part. People are sorted by descending score (ties keep their order, so the
-    global parsing is unchanged) and their parsings pasted once."""
+    semantic and instance models part. The people's parsings are pasted once and never copied; one painting
+    gives the global parsing and the owner map, one :func:`numpy.bincount` every person's pixels per class."""
     if not isinstance(result, PersonInstances):
         return Prediction(result, probs)
-    persons = result.select(np.argsort(-np.asarray(result.scores, np.float64), kind="stable"))
-    persons.parsings, persons.roi_parsings = persons.full_parsings(), None
-    _, owner = persons.paint(persons.parsings, np.argsort(np.asarray(persons.scores, np.float64), kind="stable"))
-    ids = np.zeros(len(persons) + 1, np.int64)
-    ids[owner.reshape(-1) + 1] = human_instances(persons).ids.reshape(-1)   # as instance_segmentation numbers them
-    return PeoplePrediction(persons.to_semantic(min_score), probs, persons, min_score, owner, ids[1:])
+    persons = replace(result, parsings=result.full_parsings(), roi_parsings=None)
+    parsings, n = persons.parsings, len(persons)
+    scores = np.asarray(persons.scores, np.float64)
+    order = np.argsort(-scores, kind="stable")
+    label, owner = _paint_people(parsings, np.argsort(scores, kind="stable"), score_at_least(persons.scores, min_score))
+    classes = int(label.max(initial=0)) + 1
+    key = owner.astype(np.intp)
+    key *= classes
+    key += label
+    pixels = np.bincount(key.reshape(-1), minlength=(n + 1) * classes).reshape(n + 1, classes)[1:]
+    # instance_segmentation's numbers (io.human_instances): visible people with a score >= 0 by descending score,
+    # ties the later first, at most MAX_IDS
+    visible = (pixels.sum(1) > 0) & (scores >= 0.0)
+    present = [i for i in np.argsort(scores, kind="stable")[::-1] if visible[i]][:MAX_IDS]
+    ids = np.zeros(n, np.int64)
+    ids[np.array(present, np.int64)] = np.arange(1, len(present) + 1)
+    maps = np.zeros(n, np.int64)
+    written = person_map_order(persons, order=order)
+    maps[written] = np.arange(1, len(written) + 1)
+    return PeoplePrediction(label, probs, persons, min_score, order, owner, ids, maps, pixels)
+
+
+def _paint_people(parsings: np.ndarray, ascending: np.ndarray, semantic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Paint the people in ``ascending`` order (the last wins): (class map of those with ``semantic``, owner map:
+    1 + the person's index, 0 = nobody)."""
+    n, h, w = parsings.shape
+    label, owner = np.zeros((h, w), np.uint8), np.zeros((h, w), np.min_scalar_type(n))
+    fg = np.empty((h, w), bool)
+    for k in ascending:
+        np.greater(parsings[k], 0, out=fg)
+        owner[fg] = k + 1
+        if semantic[k]:
+            np.copyto(label, parsings[k], where=fg)
+    return label, owner
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -371,6 +411,8 @@ class OutputWriter:
             else:
                 files[kind] = put[kind](job, base, image, pred, extras)
         self._remove_stale(previous, "masks" in files)
+        if "instances" in files and "instances" not in (previous or {}).get("outputs", {}):
+            self._remove_beyond(job, pred.person_maps())
         record = {"version": 1, "settings": self.opts.settings(self.fingerprint, pred.people),
                   "source": _source(job.path), "input": str(job.path), "outputs": files}
         write_label_png(label_png, pred.label, self.label_palette, text={RECORD_KEY: json.dumps(record)})
@@ -379,11 +421,11 @@ class OutputWriter:
         return path.relative_to(self.out).as_posix()
 
     def _instances(self, job, base, image, pred, extras) -> list[str]:
-        for path in instance_files(self.out, job.stem, pred.person_maps()):
+        for path in instance_output_paths(self.out, job.stem.as_posix(), pred.person_maps()):
             self._claim(path, job)
         return [self._rel(p) for p in write_instance_outputs(self.out, job.stem.as_posix(), pred.persons, self.meta,
                                                              semantic_thresh=pred.min_score,
-                                                             png_mode=self.opts.png_mode)]
+                                                             png_mode=self.opts.png_mode, order=pred.order)]
 
     def _overlay(self, job, base, image, pred, extras) -> list[str]:
         path = self._claim(base.with_name(base.name + "_overlay.jpg"), job)
@@ -409,13 +451,15 @@ class OutputWriter:
 
     def _sidecar(self, job, base, image, pred, extras) -> list[str]:
         label = pred.label
-        present = {int(c): self.meta.classes[c] for c in np.unique(label)}
+        counts = np.bincount(label.reshape(-1)) if label.size else np.zeros(0, np.intp)
+        present = {int(c): self.meta.classes[c] for c in np.flatnonzero(counts)}
         path = self._claim(base.with_name(base.name + ".json"), job)
+        stem = job.stem.as_posix()
         write_text_atomic(path, json.dumps({
             "label_set": self.meta.name, "classes": list(self.meta.classes), "present": present,
             "size": [int(label.shape[0]), int(label.shape[1])], "input": str(job.path),
-            "pixels": {self.meta.classes[c]: int((label == c).sum()) for c in present},
-            **pred.summary(self.meta.classes)}, indent=1))
+            "pixels": {self.meta.classes[c]: int(counts[c]) for c in present},
+            **pred.summary(self.meta.classes, lambda k: self._rel(person_map_path(self.out, stem, k)))}, indent=1))
         return [self._rel(path)]
 
     def _extras(self, job, base, image, pred, extras) -> list[str]:
@@ -441,6 +485,14 @@ class OutputWriter:
             path = self.out / rel
             if path not in self.claimed and _varying_output(rel):
                 path.unlink(missing_ok=True)
+
+    def _remove_beyond(self, job: Job, written: int) -> None:
+        """Person maps ``<stem>_<k>.png`` for k above the ``written`` ones, up to the first missing k, when no
+        record lists this image's maps (a killed run left them): removed, so ``person_parsing`` matches the record."""
+        k = written + 1
+        while (path := person_map_path(self.out, job.stem.as_posix(), k)).is_file() and path not in self.claimed:
+            path.unlink(missing_ok=True)
+            k += 1
 
 
 def _varying_output(rel: str) -> bool:
@@ -484,14 +536,6 @@ def extra_overlays(parser, images: list[np.ndarray], extras: list[dict] | None =
 
 # ---------------------------------------------------------------------------------------------- the run
 
-def _person_map_stem(path: Path, out: Path) -> str | None:
-    """The output stem whose person map ``path`` would be (``<out>/person_parsing/<stem>_<k>.png``), else None."""
-    if not _inside(path, out / PERSONS):
-        return None
-    m = re.fullmatch(r"(.+)_\d+\.png", path.relative_to(out / PERSONS).as_posix())
-    return m.group(1) if m else None
-
-
 def check_outputs_spare_inputs(jobs: list[Job], out_dir: Path, inputs: list[str]) -> None:
     """:class:`UsageError` when ``out_dir`` is an input folder or an output name is an input file (the challenge
     folders' names included: whether the model gives people is known only from its results)."""
@@ -503,13 +547,13 @@ def check_outputs_spare_inputs(jobs: list[Job], out_dir: Path, inputs: list[str]
     sources = {j.path.resolve(): j.path for j in jobs}
     stems = {j.stem.as_posix() for j in jobs}
     for path, source in sources.items():
-        if _person_map_stem(path, out) in stems:
+        if person_map_image_id(out, path) in stems:
             raise UsageError(f"the output {path} would replace the input {source}; choose another --out")
     for j in jobs:
         base = out / j.stem
         for path in (label_path(out, j.stem), base.with_name(base.name + "_overlay.jpg"),
                      base.with_name(base.name + ".json"), base.with_name(base.name + "_probs.npy"),
-                     *instance_files(out, j.stem, 0)):
+                     *instance_output_paths(out, j.stem.as_posix(), 0)):
             if path in sources:
                 raise UsageError(f"the output {path} would replace the input {sources[path]}; choose another --out")
 
@@ -539,12 +583,12 @@ def _predict(parser, images: list[np.ndarray], opts: OutputOptions, extras) -> t
 
 
 def _predict_each(parser, chunk: list[Job], images, writer: OutputWriter, extras, report: ParseReport):
-    """:func:`_predict` on the batch; when the batch fails, image by image, so one bad image fails alone. The
-    predictor's :class:`HParseError` refuses the request itself (e.g. probabilities from an instance model): a
-    :class:`UsageError`."""
+    """:func:`_predict` on the batch; when the batch fails, image by image, so one bad image fails alone (any
+    error, :class:`HParseError` included). :class:`UnsupportedOutput` refuses the request itself (e.g.
+    probabilities from an instance model): a :class:`UsageError` that ends the run."""
     try:
         return list(zip(chunk, images, *_predict(parser, images, writer.opts, extras)))
-    except HParseError as e:
+    except UnsupportedOutput as e:
         raise UsageError(str(e)) from e
     except Exception as e:  # noqa: BLE001 - one bad batch must not end the run
         if len(chunk) > 1:
@@ -560,7 +604,8 @@ def parse_files(parser, inputs: list[str], out_dir: str | Path, batch_size: int 
                 probs_size: str = "image", min_score: float | None = None) -> ParseReport:
     """Parse every image in ``inputs`` into ``out_dir`` (module docstring); bad inputs and failed writes are
     reported per file in the :class:`ParseReport`, never fatal. :class:`UsageError` when the request cannot be
-    carried out at all (an output would replace an input; no input found; an option the model refuses).
+    carried out at all (an output would replace an input; no input found; an output the model cannot give:
+    :class:`~hparse.errors.UnsupportedOutput`).
     ``min_score``: instance models' semantic threshold (None: :data:`SEMANTIC_SCORE_THRESH`).
 
     ``extras(parser, images, extra_outputs) -> list[dict name -> picture]`` renders the model's extra

@@ -74,6 +74,30 @@ def _path(root, folder: str, image_id: str, suffix: str) -> Path:
     return Path(root) / folder / f"{Path(image_id).as_posix()}{suffix}"
 
 
+def person_map_path(root, image_id: str, k: int) -> Path:
+    """``person_parsing/<id>_<k>.png``: person k's map (k = 1, 2...)."""
+    return _path(root, PERSONS, f"{Path(image_id).as_posix()}_{int(k)}", ".png")
+
+
+def person_map_image_id(root, path) -> str | None:
+    """The image id whose person map (:func:`person_map_path`) ``path`` is named as, else None."""
+    folder = Path(root) / PERSONS
+    path = Path(path)
+    if folder not in path.parents:
+        return None
+    m = re.fullmatch(r"(.+)_[0-9]+\.png", path.relative_to(folder).as_posix())
+    return m.group(1) if m else None
+
+
+def instance_output_paths(root, image_id: str, person_maps: int) -> list[Path]:
+    """Every file :func:`write_instance_outputs` writes (all four folders) for an image whose ``person_parsing``
+    holds ``person_maps`` maps, in the order it returns them: the one place that names them."""
+    return [_path(root, GLOBAL, image_id, ".png"),
+            *(_path(root, folder, image_id, x) for folder in (PARTS, HUMANS) for x in (".png", ".txt")),
+            *(person_map_path(root, image_id, k) for k in range(1, person_maps + 1)),
+            _path(root, PERSONS, image_id, ".txt")]
+
+
 def _fmt(x: float) -> str:
     return repr(float(x))
 
@@ -113,12 +137,23 @@ def human_instances(persons: PersonInstances, score_thresh: float = 0.0,
                          classes=np.ones(len(present), np.int64), scores=scores[present])
 
 
-def _nonempty(persons: PersonInstances, score_thresh: float = 0.0) -> PersonInstances:
+def person_map_order(persons: PersonInstances, score_thresh: float = 0.0, order=None) -> np.ndarray:
+    """Indices of the people ``person_parsing/<id>_<k>.png`` holds, person k first: those of ``order`` (indices;
+    default: as given) whose parsing is not empty and whose score is at least ``score_thresh``."""
+    idx = np.arange(len(persons)) if order is None else np.asarray(order, np.int64).reshape(-1)
+    if not len(idx):
+        return idx.astype(np.int64)
     parsings = persons.full_parsings()
-    keep = (parsings.reshape(len(persons), -1).max(1, initial=0) > 0) if len(persons) else np.zeros(0, bool)
-    keep &= np.asarray(persons.scores, np.float64) >= score_thresh
-    sel = persons.select(keep)
-    sel.parsings, sel.roi_parsings = parsings[keep], None
+    scores = np.asarray(persons.scores, np.float64)
+    return np.array([i for i in idx if scores[i] >= score_thresh and parsings[i].any()], np.int64)
+
+
+def _nonempty(persons: PersonInstances, score_thresh: float = 0.0) -> PersonInstances:
+    """The people :func:`write_person_parsing` writes, in turn (their parsings pasted, copied once)."""
+    keep = person_map_order(persons, score_thresh)
+    parsings = persons.full_parsings()
+    sel = replace(persons, parsings=None, roi_parsings=None).select(keep)
+    sel.parsings = parsings[keep]
     return sel
 
 
@@ -154,32 +189,36 @@ def write_human_instances(root, image_id: str, humans: PartInstances, png_mode: 
 
 
 def write_person_parsing(root, image_id: str, persons: PersonInstances, meta=None,
-                         score_thresh: float = 0.0, png_mode: str = "palette") -> list[Path]:
-    """``person_parsing/<id>_<k>.png`` per non-empty person + ``<id>.txt`` ("score x1 y1 x2 y2")."""
-    persons = _nonempty(persons, score_thresh)
-    if len(persons) > MAX_IDS:
-        raise DataError(f"{image_id}: {len(persons)} people, more than {MAX_IDS}")
+                         score_thresh: float = 0.0, png_mode: str = "palette", order=None) -> list[Path]:
+    """``person_parsing/<id>_<k>.png`` per non-empty person + ``<id>.txt`` ("score x1 y1 x2 y2"), k numbering the
+    people of ``order`` (indices; default: as given) as :func:`person_map_order` lists them."""
+    keep = person_map_order(persons, score_thresh, order)
+    if len(keep) > MAX_IDS:
+        raise DataError(f"{image_id}: {len(keep)} people, more than {MAX_IDS}")
     pal, paths = _palette(meta, png_mode), []
-    boxes = np.asarray(persons.boxes, np.float64).reshape(-1, 4)
-    for k, p in enumerate(persons.parsings, 1):
-        paths.append(_path(root, PERSONS, f"{image_id}_{k}", ".png"))
-        write_label_png(paths[-1], p, pal)
+    parsings = persons.full_parsings() if len(keep) else None
+    for k, i in enumerate(keep, 1):
+        paths.append(person_map_path(root, image_id, k))
+        write_label_png(paths[-1], parsings[i], pal)
+    boxes = np.asarray(persons.boxes, np.float64).reshape(-1, 4)[keep]
+    scores = np.asarray(persons.scores)[keep]
     txt = _path(root, PERSONS, image_id, ".txt")
-    write_text_atomic(txt, "".join(f"{_fmt(s)} {' '.join(_fmt(v) for v in b)}\n"
-                                   for s, b in zip(persons.scores, boxes)))
+    write_text_atomic(txt, "".join(f"{_fmt(s)} {' '.join(_fmt(v) for v in b)}\n" for s, b in zip(scores, boxes)))
     return paths + [txt]
 
 
 def write_instance_outputs(root, image_id: str, persons: PersonInstances, meta=None,
                            folders: Iterable[str] = FOLDERS, part_score: str = "person",
                            score_thresh: float = 0.0, semantic_thresh: float | None = None,
-                           png_mode: str = "palette") -> list[Path]:
+                           png_mode: str = "palette", order=None) -> list[Path]:
     """Write the challenge folders for one image (see the module docstring); returns the paths.
 
     ``part_score`` is passed to :meth:`PersonInstances.to_part_instances` ("person" or "part");
     persons below ``score_thresh`` are left out of every folder, and out of the global parsing
     below ``semantic_thresh`` (default ``score_thresh``). ``meta`` (label set name or table)
-    gives the palette of the label PNGs; ``png_mode="gray"`` writes plain 8-bit grey PNGs instead.
+    gives the palette of the label PNGs; ``png_mode="gray"`` writes plain 8-bit grey PNGs instead. ``order``
+    (indices): the order in which ``person_parsing`` numbers the people (default: as given; the other folders
+    number them by score). :func:`instance_output_paths` names the files.
     """
     folders = list(folders)
     _palette(None, png_mode)   # an unknown mode fails before anything is written
@@ -198,7 +237,7 @@ def write_instance_outputs(root, image_id: str, persons: PersonInstances, meta=N
     if HUMANS in folders:
         paths += write_human_instances(root, image_id, human_instances(persons, score_thresh), png_mode)
     if PERSONS in folders:
-        paths += write_person_parsing(root, image_id, persons, meta, score_thresh, png_mode)
+        paths += write_person_parsing(root, image_id, persons, meta, score_thresh, png_mode, order)
     return paths
 
 
@@ -322,9 +361,9 @@ def read_person_parsing(root, image_id: str, image_size: tuple[int, int] | None 
     rows = _numbers(txt, (1, 5))
     maps = []
     for k in range(1, len(rows) + 1):
-        maps.append(read_label(_path(root, PERSONS, f"{image_id}_{k}", ".png")))
+        maps.append(read_label(person_map_path(root, image_id, k)))
         if maps[-1].shape != maps[0].shape:
-            raise DataError(f"{_path(root, PERSONS, f'{image_id}_{k}', '.png')}: size differs from person 1")
+            raise DataError(f"{person_map_path(root, image_id, k)}: size differs from person 1")
     if not maps and image_size is None:
         image_size = (0, 0)
     persons = PersonInstances.from_person_labels(maps, scores=[r[0] for r in rows], image_size=image_size)

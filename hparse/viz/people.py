@@ -20,9 +20,12 @@ PERSON_RGB = ((255, 179, 0), (166, 189, 215), (193, 0, 32), (147, 170, 0), (246,
 
 @dataclass(frozen=True)
 class PeopleMarks:
-    """People to mark, in order: the i-th gets ``PERSON_RGB[i % len(PERSON_RGB)]``."""
+    """People to mark, in order: the i-th, whose pixels are those where ``owner == ids[i]``, gets
+    ``PERSON_RGB[i % len(PERSON_RGB)]``. One owner map for everybody, not a mask per person: what a big photo
+    with many people can afford."""
 
-    masks: Sequence[np.ndarray]                  # HxW bool each: the pixels whose boundary is drawn
+    owner: np.ndarray                            # HxW ints: whose each pixel is (0: nobody), the picture's size
+    ids: Sequence[int]                           # the owner values of the people to mark (not 0)
     boxes: Sequence[Sequence[float]]             # x1, y1, x2, y2 in pixels: the caption sits at the top left
     captions: Sequence[str]
 
@@ -47,6 +50,22 @@ def boundary(mask: np.ndarray, width: int) -> np.ndarray:
     return (m > 0) & (inner == 0)
 
 
+def outlines(owner: np.ndarray, width: int) -> np.ndarray:
+    """The pixels of each person of ``owner`` (HxW ints, 0: nobody) within ``width`` pixels (8-connected) of
+    another value or of the picture's edge: :func:`boundary` of every ``owner == v`` (v > 0) at once."""
+    import cv2
+
+    m = np.asarray(owner)
+    if m.dtype not in (np.uint8, np.uint16):          # the integer types cv2's morphology takes
+        m = m.astype(np.uint16 if m.max(initial=0) < 1 << 16 else np.float64)
+    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    low = cv2.erode(m, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    ring = low != m
+    ring |= cv2.dilate(m, kernel) != m
+    ring &= m > 0
+    return ring
+
+
 def _caption_fill(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     """Black or white text, whichever reads better on ``rgb``."""
     luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
@@ -54,12 +73,21 @@ def _caption_fill(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def draw_people(picture: np.ndarray, people: PeopleMarks) -> np.ndarray:
-    """A copy of ``picture`` (HxWx3 uint8, the masks' size) with every person's outline and caption."""
+    """A copy of ``picture`` (HxWx3 uint8, the owner map's size) with every person's outline and caption."""
     h, w = picture.shape[:2]
-    out = picture.copy()
+    out = np.array(picture, order="C")              # a copy
     width = outline_width(h, w)
-    for i, mask in enumerate(people.masks):
-        out[boundary(mask, width)] = person_colour(i)
+    ids = np.asarray(people.ids, np.int64).reshape(-1)
+    if ids.size:
+        colour = np.zeros((int(ids.max()) + 1, 3), np.uint8)     # owner value -> its outline colour
+        drawn = np.zeros(len(colour), bool)
+        for i, v in enumerate(ids):
+            colour[v], drawn[v] = person_colour(i), True
+        at = np.flatnonzero(outlines(people.owner, width))       # the outlines only: a small share of the pixels
+        who = np.asarray(people.owner).reshape(-1)[at].astype(np.int64)
+        at, who = at[who < len(drawn)], who[who < len(drawn)]
+        keep = drawn[who]
+        out.reshape(-1, 3)[at[keep]] = colour[who[keep]]
     img = Image.fromarray(out)
     draw, font = ImageDraw.Draw(img), text_font(min(48, max(11, round(max(h, w) / 40))))
     for i, (box, text) in enumerate(zip(people.boxes, people.captions)):
