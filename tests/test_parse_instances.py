@@ -481,3 +481,23 @@ def test_cli_parse_with_an_instance_model(photos, tmp_path, monkeypatch):
     help_text = inspect.signature(parse_cmd.parse).parameters["min_score"].default.help
     assert f"(default {SEMANTIC_SCORE_THRESH})" in help_text           # the help says the constant's value
     assert "global_parsing/" in help_text.split("(default")[0] and "keep every person" in help_text
+
+
+def test_shipped_aiparsing_parses_the_example_photos_into_the_challenge_folders(tmp_path):
+    """The acceptance command on the repository's photos: the shipped float16 AIParsing-CPU finds each photo's
+    person above the default --min-score and writes the four folders, overlays and the sidecar."""
+    import hparse
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    res = CliRunner().invoke(app, ["parse", str(examples), "--model", "aiparsing_cpu_ccpmulti", "--out",
+                                   str(tmp_path / "o"), "--json"])
+    assert res.exit_code == 0, res.output
+    photos = sorted(p.stem for p in examples.glob("*.jpg"))
+    for stem in photos:
+        assert (tmp_path / "o" / f"{stem}_overlay.jpg").is_file()
+        for folder in io.FOLDERS:
+            assert any((tmp_path / "o" / folder).glob(f"{stem}*.png")), (folder, stem)
+        shown = json.loads((tmp_path / "o" / f"{stem}.json").read_text())["persons"]
+        assert len(shown) >= 1 and shown[0]["score"] >= SEMANTIC_SCORE_THRESH
+    people = hparse.load("aiparsing_cpu_ccpmulti").predict(str(examples / f"{photos[0]}.jpg"))
+    assert isinstance(people, PersonInstances) and people.scores.max() >= SEMANTIC_SCORE_THRESH

@@ -13,7 +13,7 @@ from ..io.atomic import atomic_path
 from ..labels import get_meta
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-SHIPPED = {"default": WEIGHTS_DIR / "default.pt"}
+SHIPPED = {name: WEIGHTS_DIR / f"{name}.pt" for name in ("default", "aiparsing_cpu_ccpmulti")}
 
 
 def resolve_weights(name_or_path: str | Path) -> Path:

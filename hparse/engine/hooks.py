@@ -154,6 +154,10 @@ def flat_summary(results: dict) -> dict[str, float]:
     return out
 
 
+CURVE_METRICS = ("miou", "pixel_acc", "mean_acc", "instance/APp_vol", "instance/PCP50", "instance/APr_vol",
+                 "instance/APh", "instance/miou", "box/AP50")   # plotted when validated, else the first three
+
+
 class CurvesHook(Hook):
     """``val_curves.png`` after each validation (and the adversarial losses' plot when there are any)."""
 
@@ -166,7 +170,7 @@ class CurvesHook(Hook):
         if trainer.rank != 0 or not trainer.history or trainer.history[-1]["epoch"] != trainer.epoch:
             return
         try:
-            keys = [k for k in ("miou", "pixel_acc", "mean_acc") if k in trainer.history[0]] or [
+            keys = [k for k in CURVE_METRICS if k in trainer.history[0]] or [
                 k for k, v in trainer.history[0].items() if k not in ("epoch", "step") and isinstance(v, float)][:3]
             curves_plot({k: ([h["epoch"] for h in trainer.history], [100 * h[k] for h in trainer.history])
                          for k in keys}, trainer.out / "val_curves.png", title="validation", ylabel="%",
