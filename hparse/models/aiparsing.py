@@ -331,11 +331,6 @@ class AIParsing(TopDownParser):
         probs = torch.cat([h["parsing"].float().softmax(1) for h in heads])
         return probs, torch.cat([h["miou"] for h in heads]) if "miou" in heads[0] else None
 
-    @property
-    def roi_offset(self) -> float:
-        """Legacy RoIAlign (``roi_aligned: false``) samples half a cell of the RoI level right of and below the box."""
-        return 0.0 if self.roi_aligned else self.roi_stride / 2
-
     # -- cost ------------------------------------------------------------------------------------------------
     def roi_head_macs(self) -> int:
         """Multiply-adds of the parsing (and refinement) head for one RoI."""

@@ -80,7 +80,11 @@ class TopDownParser(InstanceParsingModel):
         """``(probs (R, C, h, w) float, quality (R,) or None)`` of image ``index`` over ``boxes`` (R, 4)."""
         raise NotImplementedError
 
-    roi_offset = 0.0            # input pixels by which the RoI features sample right of / below the box
+    # Input pixels by which the RoI features sample right of / below a box, for instance TTA's box mapping. 0:
+    # strided ResNet convs centre feature cell j on pixel j x stride, which is where legacy RoIAlign reads it.
+    # (Half a cell, the naive reading of legacy RoIAlign, measured worse: flip TTA of aiparsing_cpu_ccpmulti on
+    # 12 ccp-multi val images gave mIoU 39.6 with it, 45.1 with 0, 43.9 without flip.)
+    roi_offset = 0.0
 
     @torch.no_grad()
     def inference(self, outputs: dict, batch: dict) -> list[PersonInstances]:
