@@ -8,6 +8,7 @@ with a message while the server stays healthy. Plus the batcher on its own, in-p
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import os
 import signal
@@ -261,6 +262,30 @@ def test_outputs_models_docs_and_page(server, photos, references):
         assert "multipart/form-data" in paths["/v1/parse"]["post"]["requestBody"]["content"]
         assert 'id="legend"' in client.get("/").text
         assert client.get("/static/app.js").status_code == 200
+
+
+def test_instance_model_serves_the_people_as_parse_does(tmp_path):
+    """An instance model: the label is the global parsing of the people scoring at least parse's threshold, the
+    JSON lists those people (parse's sidecar entries) and the overlay is drawn; every labelled pixel is a person's."""
+    log = tmp_path / "serve.log"
+    proc, url = start_server(log, "--threads", "2", "--model", "aiparsing_cpu_ccpmulti")
+    try:
+        photo = (REPO / "examples" / "ccp_0002.jpg").read_bytes()
+        r = httpx.post(f"{url}/v1/parse", params={"outputs": "json,overlay,label"}, content=photo, timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert_stopped_gracefully(proc, log)
+    assert body["min_score"] == pytest.approx(0.3)
+    persons = body["persons"]
+    assert len(persons) >= 1 and all(p["score"] >= 0.3 for p in persons)
+    assert all(len(p["box"]) == 4 and all(isinstance(v, float) for v in p["box"]) for p in persons)
+    assert all("person_map" not in p for p in persons)
+    label = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["label_png"]))))
+    assert int(np.count_nonzero(label)) == sum(sum(p["pixels"].values()) for p in persons) > 0
+    assert sum(c["pixels"] for c in body["classes"] if c["id"] != 0) == int(np.count_nonzero(label))
+    assert Image.open(io.BytesIO(base64.b64decode(body["overlay_jpeg"]))).width > label.shape[1]
 
 
 def test_graceful_shutdown_finishes_requests_in_flight(photos, tmp_path):

@@ -43,7 +43,8 @@ class ParseOptions(BaseModel):
     tta: bool = Field(False, description="multi-scale + flip test-time augmentation")
     outputs: str = Field("json", description="comma-separated: label (indexed PNG, pixel = class id), overlay "
                                              "(JPEG with a legend), masks (a binary PNG per class), json (classes "
-                                             "present with pixel counts). One image output alone is sent as "
+                                             "present with pixel counts; for instance models also the people "
+                                             "with score >= min_score). One image output alone is sent as "
                                              "that image; anything else as JSON with base64 images")
     palette: Literal["lip", "voc"] | None = Field(None, description="viewing palette; default: the label set's")
     legend: bool = Field(True, description="draw a legend of the classes present on the overlay")
@@ -159,8 +160,8 @@ def _add_routes(app: FastAPI) -> None:
                                  _long_side(options.long_side, s.settings))
         async with s.request():
             image = await s.in_worker(decode_image, await _upload(request), s.settings.max_pixels)
-            label = await s.batcher.submit(setting, image)
-            body, media = await s.in_worker(render, s.pool.parser(setting.model), setting.model, image, label,
+            pred = await s.batcher.submit(setting, image)
+            body, media = await s.in_worker(render, s.pool.parser(setting.model), setting.model, image, pred,
                                             outputs, options.palette, options.legend)
         return JSONResponse(body) if isinstance(body, dict) else Response(body, media_type=media)
 

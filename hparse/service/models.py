@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..api import Parser, load
+from ..engine.parse import SEMANTIC_SCORE_THRESH, Prediction, as_prediction
 from .errors import ApiError
 
 MAX_PREDICTORS = 16
@@ -55,16 +56,18 @@ class ModelPool:
         self._predictors.move_to_end(s)
         return self._predictors[s]
 
-    def run(self, s: Setting, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Label maps (HxW uint8 class ids) of ``images`` under ``s``, one forward pass per group of images with
-        the same padded input size (so batching never pads an image more than running it alone would, and never
-        changes a label); instance models give their semantic map."""
+    def run(self, s: Setting, images: list[np.ndarray]) -> list[Prediction]:
+        """Predictions of ``images`` under ``s`` (``.label``: HxW uint8 class ids), one forward pass per group of
+        images with the same padded input size (so batching never pads an image more than running it alone would,
+        and never changes a label). Instance models' results go through :func:`~hparse.engine.parse.as_prediction`
+        as in ``hparse parse``: the label is the global parsing of the people scoring at least
+        :data:`~hparse.engine.parse.SEMANTIC_SCORE_THRESH`, and the people are kept."""
         predictor = self.predictor(s)
-        labels: list[np.ndarray | None] = [None] * len(images)
+        preds: list[Prediction | None] = [None] * len(images)
         for group in _same_input_size(predictor, images):
             for i, result in zip(group, predictor.predict([images[i] for i in group])):
-                labels[i] = result if isinstance(result, np.ndarray) else result.to_semantic()
-        return labels
+                preds[i] = as_prediction(result, None, SEMANTIC_SCORE_THRESH)
+        return preds
 
     def describe(self) -> list[dict]:
         """What ``GET /v1/models`` lists."""
