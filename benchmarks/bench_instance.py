@@ -76,14 +76,14 @@ def model_and_size(name: str, size: tuple[int, int] | None):
 def bench(name: str, size, rois: int, runs: int, images: list[Path]) -> dict:
     import torch
 
-    from hparse.models.complexity import count_macs
+    from hparse.models.complexity import count_macs, count_params
 
     model, (h, w), shipped = model_and_size(name, size)
     x = torch.zeros(1, 3, h, w)
     boxes = spread_boxes(rois, h, w)
     with torch.inference_mode():
         features = model.network(x)["features"]
-        row = {"name": name, "input": (h, w), "params": sum(p.numel() for p in model.parameters()),
+        row = {"name": name, "input": (h, w), "params": count_params(model),
                "detector_macs": count_macs(model, (1, 3, h, w)), "head_macs": model.roi_head_macs(), "rois": rois,
                "detector_ms": median_ms(lambda: model.network(x), runs),
                "head_ms": median_ms(lambda: model.parse_rois(features, [boxes]), runs) / rois}

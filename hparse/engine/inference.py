@@ -410,7 +410,8 @@ class InstancePredictor:
 
     def _network_people(self, images: list[np.ndarray]) -> tuple[list, list]:
         if self.passes() != [BASE_PASS]:
-            return tuple(map(list, zip(*[self._augmented(im) for im in images])))
+            people = [self._augmented(im) for im in images]
+            return [p for p, _ in people], [size for _, size in people]
         x, sizes = self.resizer.batch(images)
         return self.model({"image": x, "image_sizes": sizes}), sizes
 

@@ -424,7 +424,7 @@ class OutputWriter:
         for path in instance_output_paths(self.out, job.stem.as_posix(), pred.person_maps()):
             self._claim(path, job)
         return [self._rel(p) for p in write_instance_outputs(self.out, job.stem.as_posix(), pred.persons, self.meta,
-                                                             semantic_thresh=pred.min_score,
+                                                             semantic_thresh=pred.min_score, semantic=pred.label,
                                                              png_mode=self.opts.png_mode, order=pred.order)]
 
     def _overlay(self, job, base, image, pred, extras) -> list[str]:

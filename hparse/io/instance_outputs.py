@@ -210,7 +210,7 @@ def write_person_parsing(root, image_id: str, persons: PersonInstances, meta=Non
 def write_instance_outputs(root, image_id: str, persons: PersonInstances, meta=None,
                            folders: Iterable[str] = FOLDERS, part_score: str = "person",
                            score_thresh: float = 0.0, semantic_thresh: float | None = None,
-                           png_mode: str = "palette", order=None) -> list[Path]:
+                           png_mode: str = "palette", order=None, semantic: np.ndarray | None = None) -> list[Path]:
     """Write the challenge folders for one image (see the module docstring); returns the paths.
 
     ``part_score`` is passed to :meth:`PersonInstances.to_part_instances` ("person" or "part");
@@ -218,7 +218,8 @@ def write_instance_outputs(root, image_id: str, persons: PersonInstances, meta=N
     below ``semantic_thresh`` (default ``score_thresh``). ``meta`` (label set name or table)
     gives the palette of the label PNGs; ``png_mode="gray"`` writes plain 8-bit grey PNGs instead. ``order``
     (indices): the order in which ``person_parsing`` numbers the people (default: as given; the other folders
-    number them by score). :func:`instance_output_paths` names the files.
+    number them by score). :func:`instance_output_paths` names the files. ``semantic``: the global parsing when
+    the caller has painted it already (it must be ``persons.to_semantic(semantic_thresh)``).
     """
     folders = list(folders)
     _palette(None, png_mode)   # an unknown mode fails before anything is written
@@ -230,7 +231,8 @@ def write_instance_outputs(root, image_id: str, persons: PersonInstances, meta=N
     paths: list[Path] = []
     if GLOBAL in folders:
         thresh = score_thresh if semantic_thresh is None else semantic_thresh
-        paths.append(write_global_parsing(root, image_id, persons.to_semantic(thresh), meta, png_mode))
+        semantic = persons.to_semantic(thresh) if semantic is None else semantic
+        paths.append(write_global_parsing(root, image_id, semantic, meta, png_mode))
     if PARTS in folders:
         parts = persons.to_part_instances(score=part_score, score_thresh=score_thresh)
         paths += write_part_instances(root, image_id, parts, png_mode=png_mode)

@@ -13,8 +13,9 @@ calls, one pass at a time, to average the RoI probabilities of several inputs on
 - :meth:`~TopDownParser.detect` ``(outputs, image_sizes) -> [Detections]`` (subclass);
 - :meth:`~TopDownParser.roi_outputs` ``(outputs, index, boxes) -> (probs (R, C, h, w), quality (R,) or None)``:
   the class probabilities over image ``index``'s boxes (input pixels) and the raw predicted quality (subclass);
-- :meth:`~TopDownParser.people` ``(size, boxes, det_scores, probs, quality) -> PersonInstances``: scores
-  (:meth:`~TopDownParser.score`) and the probabilities pasted into the image, in chunks of ``test_chunk``.
+- :meth:`~TopDownParser.people` ``(size, boxes, det_scores, roi_outputs) -> PersonInstances``: per chunk of
+  ``test_chunk`` boxes, ``roi_outputs(rois)`` gives their ``(probs, quality)``, scored
+  (:meth:`~TopDownParser.score`) and pasted into the image before the next chunk.
 
 Cost: :meth:`network` is the dense part (backbone, FPN, detection head), so ``count_macs(model)`` counts
 it at the given input size; the per-RoI heads are counted by the subclass (AIParsing: ``roi_head_macs``).
