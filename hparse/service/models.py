@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..api import Parser, load
-from ..engine.parse import SEMANTIC_SCORE_THRESH, Prediction, as_prediction
+from ..engine.prediction import SEMANTIC_SCORE_THRESH, Prediction, as_prediction
 from .errors import ApiError
 
 MAX_PREDICTORS = 16

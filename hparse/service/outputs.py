@@ -7,7 +7,7 @@ import base64
 import numpy as np
 
 from ..api import Parser
-from ..engine.parse import Prediction
+from ..engine.prediction import Prediction
 from ..io.image import image_bytes, label_png_bytes
 from ..viz import overlay, present_classes
 
