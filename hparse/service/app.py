@@ -160,8 +160,8 @@ def _add_routes(app: FastAPI) -> None:
                                  _long_side(options.long_side, s.settings))
         async with s.request():
             image = await s.in_worker(decode_image, await _upload(request), s.settings.max_pixels)
-            pred = await s.batcher.submit(setting, image)
-            body, media = await s.in_worker(render, s.pool.parser(setting.model), setting.model, image, pred,
+            result = await s.batcher.submit(setting, image)
+            body, media = await s.in_worker(render, s.pool.parser(setting.model), setting.model, image, result,
                                             outputs, options.palette, options.legend)
         return JSONResponse(body) if isinstance(body, dict) else Response(body, media_type=media)
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..api import Parser, load
-from ..engine.prediction import SEMANTIC_SCORE_THRESH, Prediction, as_prediction
 from .errors import ApiError
 
 MAX_PREDICTORS = 16
@@ -56,18 +55,17 @@ class ModelPool:
         self._predictors.move_to_end(s)
         return self._predictors[s]
 
-    def run(self, s: Setting, images: list[np.ndarray]) -> list[Prediction]:
-        """Predictions of ``images`` under ``s`` (``.label``: HxW uint8 class ids), one forward pass per group of
+    def run(self, s: Setting, images: list[np.ndarray]) -> list:
+        """The predictor's results for ``images`` under ``s`` (label maps, or people), one forward pass per group of
         images with the same padded input size (so batching never pads an image more than running it alone would,
-        and never changes a label). Instance models' results go through :func:`~hparse.engine.parse.as_prediction`
-        as in ``hparse parse``: the label is the global parsing of the people scoring at least
-        :data:`~hparse.engine.parse.SEMANTIC_SCORE_THRESH`, and the people are kept."""
+        and never changes a label). Rendering them (:func:`hparse.service.outputs.render`) happens in a worker,
+        not in this single inference thread."""
         predictor = self.predictor(s)
-        preds: list[Prediction | None] = [None] * len(images)
+        results: list = [None] * len(images)
         for group in _same_input_size(predictor, images):
             for i, result in zip(group, predictor.predict([images[i] for i in group])):
-                preds[i] = as_prediction(result, None, SEMANTIC_SCORE_THRESH)
-        return preds
+                results[i] = result
+        return results
 
     def describe(self) -> list[dict]:
         """What ``GET /v1/models`` lists."""

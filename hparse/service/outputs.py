@@ -7,7 +7,7 @@ import base64
 import numpy as np
 
 from ..api import Parser
-from ..engine.prediction import Prediction
+from ..engine.prediction import SEMANTIC_SCORE_THRESH, Prediction, as_prediction
 from ..io.image import image_bytes, label_png_bytes
 from ..viz import overlay, present_classes
 
@@ -53,9 +53,12 @@ def _people(extra: dict) -> dict:
     return extra
 
 
-def render(parser: Parser, model: str, image: np.ndarray, pred: Prediction, outputs: tuple[str, ...],
+def render(parser: Parser, model: str, image: np.ndarray, result, outputs: tuple[str, ...],
            palette_name: str | None, legend: bool) -> tuple[bytes | dict, str]:
-    """``(body, media type)``: a single image output as itself, anything else as JSON (images in base64)."""
+    """``(body, media type)`` of a predictor's result (label map or people, made a :class:`Prediction` as
+    ``hparse parse`` does: people at :data:`SEMANTIC_SCORE_THRESH`): a single image output as itself, anything
+    else as JSON (images in base64)."""
+    pred = as_prediction(result, None, SEMANTIC_SCORE_THRESH)
     palette, label = parser.meta.palette(palette_name), pred.label
     if outputs == ("label",):
         return label_png(label, palette), MEDIA_TYPES["label"]
