@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..io.instance_outputs import MAX_IDS, person_map_order
+from ..io.instance_outputs import numbered_people, person_map_order
 from ..structures import PersonInstances, score_at_least
 from ..viz import PeopleMarks
 
@@ -100,10 +100,10 @@ def as_prediction(result, probs: np.ndarray | None, min_score: float) -> Predict
     key *= classes
     key += label
     pixels = np.bincount(key.reshape(-1), minlength=(n + 1) * classes).reshape(n + 1, classes)[1:]
-    # instance_segmentation's numbers (io.human_instances): visible people with a score >= 0 by descending score,
-    # ties the later first, at most MAX_IDS
+    # instance_segmentation's numbers (io.human_instances does the same painting): people visible here with a score >= 0
+    # (what human_instances keeps at its threshold 0)
     visible = (pixels.sum(1) > 0) & (scores >= 0.0)
-    present = [i for i in np.argsort(scores, kind="stable")[::-1] if visible[i]][:MAX_IDS]
+    present = numbered_people(np.argsort(scores, kind="stable"), visible)
     ids = np.zeros(n, np.int64)
     ids[np.array(present, np.int64)] = np.arange(1, len(present) + 1)
     maps = np.zeros(n, np.int64)

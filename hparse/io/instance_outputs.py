@@ -118,6 +118,12 @@ def _numbers(path: Path, widths: tuple[int, ...]) -> list[list[float]]:
 
 # -- derived instance sets ------------------------------------------------------------------
 
+def numbered_people(ascending: np.ndarray, visible: np.ndarray, max_people: int = MAX_IDS) -> list[int]:
+    """``instance_segmentation``'s numbering: the indices of the ``visible`` people of ``ascending`` (by score)
+    from the highest score down (ties: the later first), at most ``max_people``; person k is the (k-1)-th."""
+    return [int(k) for k in ascending[::-1] if visible[k]][:max_people]
+
+
 def human_instances(persons: PersonInstances, score_thresh: float = 0.0,
                     max_people: int = MAX_IDS) -> PartInstances:
     """The people as a non-overlapping id map (``classes`` all 1): persons with ``score >=
@@ -129,7 +135,7 @@ def human_instances(persons: PersonInstances, score_thresh: float = 0.0,
     asc = keep[np.argsort(scores[keep], kind="stable")]
     _, owner = persons.paint(persons.full_parsings(), asc)
     area = np.bincount(owner[owner >= 0], minlength=len(persons))
-    present = [int(k) for k in asc[::-1] if area[k] > 0][:max_people]
+    present = numbered_people(asc, area > 0, max_people)
     lut = np.zeros(len(persons) + 1, np.int64)
     lut[np.array(present, np.int64) + 1] = np.arange(1, len(present) + 1)
     ids = lut[owner + 1]
