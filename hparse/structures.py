@@ -47,6 +47,7 @@ class PersonInstances:
     roi_parsings: np.ndarray | None = None            # (N, h, w) uint8 part labels over each box
     part_scores: np.ndarray | None = None             # (N, C) per-class confidences
     quality: np.ndarray | None = None                 # (N,) optional quality score
+    masks: np.ndarray | None = None                   # (N, H, W) bool person masks; None: the parsings' foreground
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -89,13 +90,15 @@ class PersonInstances:
         ``image_size`` (H, W): boxes scaled, full-size parsings cropped and resized (nearest)."""
         (h, w), (H, W) = valid_size, image_size
         boxes = np.asarray(self.boxes, np.float32) * np.array([W / w, H / h, W / w, H / h], np.float32)
-        parsings = self.parsings
-        if parsings is not None:
-            rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
-            cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
-            parsings = np.ascontiguousarray(parsings[:, rows][:, :, cols])
-        return PersonInstances(image_size=(int(H), int(W)), boxes=boxes, scores=self.scores, parsings=parsings,
-                               roi_parsings=self.roi_parsings, part_scores=self.part_scores, quality=self.quality)
+        rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
+        cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
+
+        def resized(maps):
+            return None if maps is None else np.ascontiguousarray(maps[:, rows][:, :, cols])
+
+        return PersonInstances(image_size=(int(H), int(W)), boxes=boxes, scores=self.scores,
+                               parsings=resized(self.parsings), roi_parsings=self.roi_parsings,
+                               part_scores=self.part_scores, quality=self.quality, masks=resized(self.masks))
 
     def select(self, mask_or_idx) -> PersonInstances:
         """The persons picked by a boolean mask ``(N,)`` or an index array / list / int (in that order)."""
@@ -112,7 +115,7 @@ class PersonInstances:
         return PersonInstances(image_size=tuple(self.image_size), boxes=np.asarray(self.boxes)[idx],
                                scores=np.asarray(self.scores)[idx], parsings=take(self.parsings),
                                roi_parsings=take(self.roi_parsings), part_scores=take(self.part_scores),
-                               quality=take(self.quality))
+                               quality=take(self.quality), masks=take(self.masks))
 
     # -- derived maps ----------------------------------------------------------------------
     def full_parsings(self) -> np.ndarray:
@@ -153,7 +156,10 @@ class PersonInstances:
         return out
 
     def human_masks(self) -> np.ndarray:
-        """``(N, H, W)`` bool: the non-background pixels of each person."""
+        """``(N, H, W)`` bool: each person's mask when the model predicts one, else the non-background pixels
+        of their parsing."""
+        if self.masks is not None:
+            return np.asarray(self.masks, bool)
         return self.full_parsings() > 0
 
     def paint(self, parsings: np.ndarray, order: np.ndarray):

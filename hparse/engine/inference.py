@@ -385,27 +385,31 @@ class InstancePredictor:
 
     def _augmented(self, image: np.ndarray) -> tuple:
         """``(people in the base input, base size)`` of one image: base-pass detections; per RoI the parsing
-        probabilities averaged over the passes and the score averaged (the mean of sqrt(det x clamp(quality)),
-        given to the model as the quality whose score that is). Memory: one pass's features and the image's
-        (R, C, h, w) sums."""
+        (and foreground) probabilities averaged over the passes and the score averaged (the mean of
+        sqrt(det x clamp(quality)), given to the model as the quality whose score that is). Memory: one pass's
+        features and the image's (R, C, h, w) sums."""
         outputs, (size,) = self._forward([image], 1.0, False)
         det = self.model.detect(outputs, [size])[0]
-        probs, root = None, None
+        probs, root, foreground = None, None, None
         for scale, flip in self.passes():
             pass_size = size
             if (scale, flip) != BASE_PASS:
                 del outputs                                         # one pass's outputs at a time
                 outputs, (pass_size,) = self._forward([image], scale, flip)
             boxes = pass_boxes(det.boxes, size, pass_size, flip, self.model.roi_offset)
-            p, q = self.model.roi_outputs(outputs, 0, boxes)
+            p, q, f = self.model.roi_outputs(outputs, 0, boxes)
             p = p.flip(-1)[:, self.perm] if flip else p
+            f = f.flip(-1) if flip and f is not None else f
             r = None if q is None else q.float().clamp(0, 1).sqrt()
             probs = p if probs is None else probs.add_(p)
             root = r if root is None or r is None else root.add_(r)
+            foreground = f if foreground is None or f is None else foreground.add_(f)
         n = len(self.passes())
         probs, quality = probs.div_(n), None if root is None else (root / n) ** 2
+        foreground = None if foreground is None else foreground.div_(n)
         people = self.model.people(size, det.boxes, det.scores,
-                                   lambda rois: (probs[rois], None if quality is None else quality[rois]))
+                                   lambda rois: (probs[rois], None if quality is None else quality[rois],
+                                                 None if foreground is None else foreground[rois]))
         return people, size
 
     def _network_people(self, images: list[np.ndarray]) -> tuple[list, list]:

@@ -100,16 +100,22 @@ def as_prediction(result, probs: np.ndarray | None, min_score: float) -> Predict
     key *= classes
     key += label
     pixels = np.bincount(key.reshape(-1), minlength=(n + 1) * classes).reshape(n + 1, classes)[1:]
-    # instance_segmentation's numbers (io.human_instances does the same painting): people visible here with a score >= 0
-    # (what human_instances keeps at its threshold 0)
-    visible = (pixels.sum(1) > 0) & (scores >= 0.0)
-    present = numbered_people(np.argsort(scores, kind="stable"), visible)
+    # instance_segmentation's numbers (io.human_instances does the same painting, of the masks when the model
+    # predicts them): people visible there with a score >= 0 (what human_instances keeps at its threshold 0)
+    visible = pixels.sum(1) > 0 if persons.masks is None else _visible_masks(persons, np.argsort(scores, kind="stable"))
+    present = numbered_people(np.argsort(scores, kind="stable"), visible & (scores >= 0.0))
     ids = np.zeros(n, np.int64)
     ids[np.array(present, np.int64)] = np.arange(1, len(present) + 1)
     maps = np.zeros(n, np.int64)
     written = person_map_order(persons, order=order)
     maps[written] = np.arange(1, len(written) + 1)
     return PeoplePrediction(label, probs, persons, min_score, order, owner, ids, maps, pixels)
+
+
+def _visible_masks(persons: PersonInstances, ascending: np.ndarray) -> np.ndarray:
+    """(N,) bool: the people whose mask keeps a pixel when painted in ``ascending`` order."""
+    _, owner = persons.paint(persons.masks, ascending)
+    return np.bincount(owner[owner >= 0], minlength=len(persons)) > 0
 
 
 def _paint_people(parsings: np.ndarray, ascending: np.ndarray, semantic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

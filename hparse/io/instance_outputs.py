@@ -126,14 +126,14 @@ def numbered_people(ascending: np.ndarray, visible: np.ndarray, max_people: int 
 
 def human_instances(persons: PersonInstances, score_thresh: float = 0.0,
                     max_people: int = MAX_IDS) -> PartInstances:
-    """The people as a non-overlapping id map (``classes`` all 1): persons with ``score >=
-    score_thresh`` painted in ascending score order (the highest score wins, as in ``to_semantic``),
+    """The people as a non-overlapping id map (``classes`` all 1): the masks (``human_masks``) of the persons
+    with ``score >= score_thresh`` painted in ascending score order (the highest score wins, as in ``to_semantic``),
     ids 1..N by descending score; people without a visible pixel are left out, and beyond
     ``max_people`` the lowest-scoring ones."""
     scores = np.asarray(persons.scores, np.float64)
     keep = np.flatnonzero(scores >= score_thresh)
     asc = keep[np.argsort(scores[keep], kind="stable")]
-    _, owner = persons.paint(persons.full_parsings(), asc)
+    _, owner = persons.paint(persons.human_masks(), asc)
     area = np.bincount(owner[owner >= 0], minlength=len(persons))
     present = numbered_people(asc, area > 0, max_people)
     lut = np.zeros(len(persons) + 1, np.int64)

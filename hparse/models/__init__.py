@@ -40,4 +40,5 @@ def _import_all() -> None:
         ce2p,  # noqa: F401
         cnif,  # noqa: F401
         mman,  # noqa: F401
+        unified,  # noqa: F401
     )

@@ -319,17 +319,18 @@ class AIParsing(TopDownParser):
     def detect(self, outputs: dict, image_sizes) -> list[Detections]:
         return self.fcos.detect(outputs["detector"], image_sizes)
 
-    def roi_outputs(self, outputs: dict, index: int, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The heads on image ``index``'s boxes, ``test_chunk`` at a time: the parsing softmax and the raw
-        predicted mIoU (None without the refinement head)."""
+    def roi_outputs(self, outputs: dict, index: int, boxes: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+        """The heads on image ``index``'s boxes, ``test_chunk`` at a time: the parsing softmax, the raw
+        predicted mIoU (None without the refinement head) and no foreground (the masks are the parsings')."""
         one = {k: v[index:index + 1] for k, v in outputs["features"].items()}
         heads = [self.parse_rois(one, [boxes[i:i + self.test_chunk]]) for i in range(0, len(boxes), self.test_chunk)]
         if not heads:
             size = self.roi_head.parsing_size
             return (boxes.new_zeros((0, self.num_classes, size, size)),
-                    None if self.iou_head is None else boxes.new_zeros(0))
+                    None if self.iou_head is None else boxes.new_zeros(0), None)
         probs = torch.cat([h["parsing"].float().softmax(1) for h in heads])
-        return probs, torch.cat([h["miou"] for h in heads]) if "miou" in heads[0] else None
+        return probs, torch.cat([h["miou"] for h in heads]) if "miou" in heads[0] else None, None
 
     # -- cost ------------------------------------------------------------------------------------------------
     def roi_head_macs(self) -> int:

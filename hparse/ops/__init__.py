@@ -14,10 +14,10 @@ from .boxes import (
 from .crop_resize import crop_and_resize_labels, paste_roi_maps
 from .losses import giou_loss, iou_loss, sigmoid_focal_loss
 from .nms import batched_nms, nms
-from .roi_align import assign_fpn_levels, multilevel_roi_align, roi_align
+from .roi_align import assign_fpn_levels, max_roi_align, multilevel_roi_align, roi_align
 
 __all__ = [
     "BoxCoder", "assign_fpn_levels", "batched_nms", "box_area", "box_iou", "clip_boxes", "crop_and_resize_labels",
-    "generalized_box_iou", "giou_loss", "iou_loss", "ltrb_decode", "ltrb_encode", "multilevel_roi_align", "nms",
-    "paste_roi_maps", "roi_align", "sigmoid_focal_loss",
+    "generalized_box_iou", "giou_loss", "iou_loss", "ltrb_decode", "ltrb_encode", "max_roi_align",
+    "multilevel_roi_align", "nms", "paste_roi_maps", "roi_align", "sigmoid_focal_loss",
 ]

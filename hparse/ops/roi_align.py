@@ -219,3 +219,16 @@ def multilevel_roi_align(feature_list: Sequence[torch.Tensor], rois: torch.Tenso
     flat = torch.cat([_channels_last_flat(f) for f in feature_list])
     return _roi_align_flat(flat, base, heights, widths, rois[:, 1:] * scale[target, None], pair(output_size),
                            sampling_ratio, aligned)
+
+
+def max_roi_align(feature_list: Sequence[torch.Tensor], rois: torch.Tensor, output_size: int | Sequence[int],
+                  scales: Sequence[float], sampling_ratio: int = -1, aligned: bool = True) -> torch.Tensor:
+    """RoIAlign of every RoI on every level, fused by the elementwise maximum (PANet's adaptive feature
+    pooling, the unified framework's parsing RoIs) -> (K, C, h, w)."""
+    if len(feature_list) != len(scales) or not feature_list:
+        raise ValueError(f"got {len(feature_list)} feature maps and {len(scales)} scales")
+    pooled = None
+    for features, scale in zip(feature_list, scales):
+        level = roi_align(features, rois, output_size, scale, sampling_ratio, aligned)
+        pooled = level if pooled is None else torch.maximum(pooled, level)
+    return pooled

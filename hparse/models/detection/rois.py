@@ -12,8 +12,10 @@ into the image.
 - :func:`edge_targets`: CE2P's boundary rule on RoI label maps in torch (``hparse.data.targets.edge_map``
   with ``sides="ce2p"``: a pixel differing from its lower, right, lower-right or lower-left neighbour,
   pairs with an ignore pixel skipped, then a ``width x width`` dilation); ignore where the label is.
-- :func:`paste_parsings`: Mask R-CNN's paste: RoI probabilities padded by ``pad`` zero cells, the box grown
-  by the same share, resized bilinearly into the box, argmaxed (``ops.paste_roi_maps``).
+- :func:`person_mask_targets`: the matched person's binary mask cropped and resized the same way.
+- :func:`paste_parsings` / :func:`paste_masks`: Mask R-CNN's paste: RoI probabilities padded by ``pad`` zero
+  cells, the box grown by the same share, resized bilinearly into the box, argmaxed (parsings) or
+  thresholded at 0.5 (foreground masks) (``ops.paste_roi_maps``).
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ def person_part_targets(gt: GroundTruth, boxes: torch.Tensor, person: torch.Tens
     return torch.where(mine | (label == IGNORE), label, torch.zeros_like(label))
 
 
+def person_mask_targets(gt: GroundTruth, boxes: torch.Tensor, person: torch.Tensor, size: int | Sequence[int]
+                        ) -> torch.Tensor:
+    """(n, h, w) long foreground targets of the people ``person`` over ``boxes``: 1 on the person's pixels, 0
+    elsewhere, ignore (255) outside the image and where the label is ignore."""
+    n = len(boxes)
+    label = crop_and_resize_labels(gt.label.expand(n, *gt.label.shape), boxes, size, fill=IGNORE).long()
+    owner = crop_and_resize_labels(gt.human_ids.expand(n, *gt.human_ids.shape), boxes, size, fill=0).long()
+    mine = (owner == gt.person_ids[person][:, None, None]).long()
+    return mine.masked_fill(label == IGNORE, IGNORE)
+
+
 def edge_targets(labels: torch.Tensor, width: int = 3, ignore: int = IGNORE) -> torch.Tensor:
     """(R, h, w) part labels -> (R, h, w) long boundary targets: 1 on edges, 0 elsewhere, ``ignore`` where the
     label is ignore (module docstring)."""
@@ -79,13 +92,23 @@ def expand_boxes(boxes: torch.Tensor, scale_x: float, scale_y: float) -> torch.T
     return torch.stack((cx - hw, cy - hh, cx + hw, cy + hh), 1)
 
 
+def _padded(maps: torch.Tensor, boxes: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoI maps with ``pad`` zero cells around them and the boxes grown by the same share."""
+    if not pad:
+        return maps, boxes
+    h, w = maps.shape[-2:]
+    return F.pad(maps, (pad, pad, pad, pad)), expand_boxes(boxes, (w + 2 * pad) / w, (h + 2 * pad) / h)
+
+
 def paste_parsings(probs: torch.Tensor, boxes: torch.Tensor, image_size: Sequence[int], pad: int = 1) -> torch.Tensor:
     """(N, C, h, w) RoI probabilities -> (N, H, W) uint8 part labels in the image (0 outside each box)."""
-    if pad:
-        h, w = probs.shape[-2:]
-        probs = F.pad(probs, (pad, pad, pad, pad))
-        boxes = expand_boxes(boxes, (w + 2 * pad) / w, (h + 2 * pad) / h)
-    return paste_roi_maps(probs, boxes, image_size, argmax=True)
+    return paste_roi_maps(*_padded(probs, boxes, pad), image_size, argmax=True)
+
+
+def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size: Sequence[int], pad: int = 1,
+                threshold: float = 0.5) -> torch.Tensor:
+    """(N, 1, h, w) RoI foreground probabilities -> (N, H, W) bool masks in the image (Mask R-CNN's paste)."""
+    return paste_roi_maps(*_padded(probs, boxes, pad), image_size)[:, 0] > threshold
 
 
 def roi_miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore: int = IGNORE) -> torch.Tensor:

@@ -11,11 +11,13 @@ Inference is three steps, which the instance predictor's test-time augmentation 
 calls, one pass at a time, to average the RoI probabilities of several inputs on the base pass's boxes:
 
 - :meth:`~TopDownParser.detect` ``(outputs, image_sizes) -> [Detections]`` (subclass);
-- :meth:`~TopDownParser.roi_outputs` ``(outputs, index, boxes) -> (probs (R, C, h, w), quality (R,) or None)``:
-  the class probabilities over image ``index``'s boxes (input pixels) and the raw predicted quality (subclass);
+- :meth:`~TopDownParser.roi_outputs` ``(outputs, index, boxes) -> (probs (R, C, h, w), quality (R,) or None,
+  foreground (R, 1, h', w') or None)``: the class probabilities over image ``index``'s boxes (input pixels), the
+  raw predicted quality and the foreground probability of a model that predicts the person's mask (subclass);
 - :meth:`~TopDownParser.people` ``(size, boxes, det_scores, roi_outputs) -> PersonInstances``: per chunk of
-  ``test_chunk`` boxes, ``roi_outputs(rois)`` gives their ``(probs, quality)``, scored
-  (:meth:`~TopDownParser.score`) and pasted into the image before the next chunk.
+  ``test_chunk`` boxes, ``roi_outputs(rois)`` gives their ``(probs, quality, foreground)``, scored
+  (:meth:`~TopDownParser.score`) and pasted into the image before the next chunk (the foreground as the
+  people's ``masks``, else their masks are their parsings' foreground).
 
 Cost: :meth:`network` is the dense part (backbone, FPN, detection head), so ``count_macs(model)`` counts
 it at the given input size; the per-RoI heads are counted by the subclass (AIParsing: ``roi_head_macs``).
@@ -35,7 +37,7 @@ from ..fpn import FPN
 from ..meta_arch import InstanceParsingModel
 from .fcos import Detections
 from .inputs import image_sizes, zero_padding
-from .rois import paste_parsings
+from .rois import paste_masks, paste_parsings
 
 
 class BackboneFPN(nn.Module):
@@ -61,6 +63,7 @@ class TopDownParser(InstanceParsingModel):
     collate = "detection"       # hparse.data.detection.build_collate(collate, size_divisibility)
     size_divisibility = 32
     paste_pad = 1               # RoI cells of zero padding when pasting (Mask R-CNN)
+    mask_threshold = 0.5        # pasted foreground probability of a person's mask
     test_chunk = 16             # RoIs per head run and per paste at inference
 
     def __init__(self, meta, loss: list[dict] | None, backbone: dict, fpn: dict):
@@ -77,8 +80,9 @@ class TopDownParser(InstanceParsingModel):
         """The people boxes of every image of the batch, in input pixels."""
         raise NotImplementedError
 
-    def roi_outputs(self, outputs: dict, index: int, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(probs (R, C, h, w) float, quality (R,) or None)`` of image ``index`` over ``boxes`` (R, 4)."""
+    def roi_outputs(self, outputs: dict, index: int, boxes: torch.Tensor) -> tuple:
+        """``(probs (R, C, h, w) float, quality (R,) or None, foreground (R, 1, h', w') or None)`` of image
+        ``index`` over ``boxes`` (R, 4)."""
         raise NotImplementedError
 
     # Input pixels by which the RoI features sample right of / below a box, for instance TTA's box mapping. 0:
@@ -97,23 +101,26 @@ class TopDownParser(InstanceParsingModel):
     def people(self, size: tuple[int, int], boxes: torch.Tensor, det_scores: torch.Tensor,
                roi_outputs) -> PersonInstances:
         """One image's people in input pixels: ``roi_outputs(rois)`` (a slice of the boxes -> their ``(probs,
-        quality)``) is called ``test_chunk`` boxes at a time, each chunk scored (:meth:`score`) and pasted into
-        ``size`` before the next, so only pasted labels accumulate."""
+        quality, foreground)``) is called ``test_chunk`` boxes at a time, each chunk scored (:meth:`score`) and
+        pasted into ``size`` before the next, so only pasted labels (and masks) accumulate."""
         if not len(boxes):
             return PersonInstances(image_size=size, parsings=np.zeros((0, *size), np.uint8),
                                    quality=np.zeros(0, np.float32))
-        scores, quality, parsings = [], [], []
+        scores, quality, parsings, masks = [], [], [], []
         for start in range(0, len(boxes), self.test_chunk):
             rois = slice(start, start + self.test_chunk)
-            probs, q = roi_outputs(rois)
+            probs, q, foreground = roi_outputs(rois)
             s, q = self.score(det_scores[rois], q)
             scores.append(s)
             quality.append(q)
             parsings.append(paste_parsings(probs, boxes[rois], size, self.paste_pad))
+            if foreground is not None:
+                masks.append(paste_masks(foreground, boxes[rois], size, self.paste_pad, self.mask_threshold))
         return PersonInstances(image_size=size, boxes=boxes.float().cpu().numpy(),
                                scores=torch.cat(scores).double().cpu().numpy(),
                                parsings=torch.cat(parsings).cpu().numpy(),
-                               quality=torch.cat(quality).float().cpu().numpy())
+                               quality=torch.cat(quality).float().cpu().numpy(),
+                               masks=torch.cat(masks).cpu().numpy() if masks else None)
 
     @staticmethod
     def score(det_scores: torch.Tensor, quality: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
