@@ -84,3 +84,25 @@ def test_box_file(tmp_path):
     from hparse.errors import DataError
     with pytest.raises(DataError, match="4 or 5 numbers"):
         read_box_file(p)
+
+
+class BoxOracle:
+    """An 'instance model' whose detections are the ground-truth people of ``scene`` (with a low-scoring extra)."""
+
+    def predict(self, image):
+        from hparse.structures import PersonInstances
+        boxes = np.array([[8, 10, 30, 50], [40, 5, 70, 55], [0, 0, 5, 5]], np.float32)
+        return PersonInstances(image.shape[:2], boxes=boxes, scores=np.array([0.9, 0.8, 0.1]))
+
+
+def test_a_detector_feeds_the_boxes_and_they_are_saved(tmp_path):
+    from hparse.engine.topdown import detected_boxes
+
+    reader = TinyReader([scene(0), scene(1)])
+    out = run_topdown(ColourOracle(), reader, tmp_path / "pred", boxes=detected_boxes(BoxOracle(), min_score=0.3),
+                      context=0.5, progress=False)
+    s = evaluate_instance_folder(out, reader, convention="nan", progress=False).summary()
+    assert s["APp50"] == 1.0 and s["PCP50"] == 1.0
+    saved = read_box_file(out / "boxes.json")          # the detections, reusable as --boxes FILE
+    assert sorted(saved) == ["s0", "s1"]
+    np.testing.assert_allclose(saved["s0"], [[8, 10, 30, 50, 0.9], [40, 5, 70, 55, 0.8]], rtol=1e-6)

@@ -11,7 +11,7 @@ This is the yardstick the one-stage instance models are compared with.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..errors import DataError
 from ..evaluation import ground_truth_instances
 from ..io import instance_outputs as io
+from ..io.atomic import write_text_atomic
 from ..structures import PersonInstances
 
 
@@ -73,25 +74,49 @@ def read_box_file(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def run_topdown(predictor, reader, out_root: str | Path, boxes: str | Mapping[str, np.ndarray] = "gt",
+def detected_boxes(detector, min_score: float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
+    """A person detector for :func:`run_topdown` from an instance parser (``hparse.load`` of an instance model):
+    image -> (N, 5) boxes with scores, those scoring at least ``min_score``."""
+    def boxes(image: np.ndarray) -> np.ndarray:
+        people = detector.predict(image)
+        keep = np.asarray(people.scores) >= min_score
+        return np.concatenate([np.asarray(people.boxes, np.float64)[keep],
+                               np.asarray(people.scores, np.float64)[keep, None]], 1)
+    return boxes
+
+
+def write_box_file(path: str | Path, boxes: Mapping[str, np.ndarray]) -> Path:
+    """The boxes as :func:`read_box_file` reads them (written atomically)."""
+    rows = {k: [[round(float(v), 2) for v in r[:4]] + [float(r[4])] for r in b] for k, b in boxes.items()}
+    write_text_atomic(path, json.dumps(rows))
+    return Path(path)
+
+
+def run_topdown(predictor, reader, out_root: str | Path,
+                boxes: str | Mapping[str, np.ndarray] | Callable[[np.ndarray], np.ndarray] = "gt",
                 context: float = 0.1, folders: Sequence[str] = io.FOLDERS, progress: bool = True,
                 png_mode: str = "palette") -> Path:
     """Parse every image of ``reader`` top-down and write the instance challenge folders.
 
-    ``boxes`` is ``"gt"`` (each sample's ground-truth people) or a mapping id -> (N, 5) boxes with
-    scores (e.g. :func:`read_box_file`); an image without boxes gets empty outputs. ``png_mode``: ``palette`` or
-    ``gray`` label PNGs (same ids; gray for OpenCV readers such as the official scripts).
+    ``boxes`` is ``"gt"`` (each sample's ground-truth people), a mapping id -> (N, 5) boxes with
+    scores (e.g. :func:`read_box_file`) or a detector image -> (N, 5) boxes (:func:`detected_boxes`; the boxes
+    it found are written to ``boxes.json`` in ``out_root``, a file ``--boxes`` reads back); an image without
+    boxes gets empty outputs. ``png_mode``: ``palette`` or ``gray`` label PNGs (same ids; gray for OpenCV readers
+    such as the official scripts).
     """
     out_root = Path(out_root)
+    found = {}
     for i in tqdm(range(len(reader)), desc="top-down parse", disable=not progress):
         s = reader[i]
         if isinstance(boxes, str):
             gt = ground_truth_instances(s, reader.meta.num_classes)
             b, sc = gt.boxes, gt.scores
         else:
-            rows = boxes.get(s["id"], np.zeros((0, 5), np.float32))
+            rows = found[s["id"]] = boxes(s["image"]) if callable(boxes) else boxes.get(s["id"], np.zeros((0, 5)))
             b, sc = rows[:, :4], rows[:, 4]
         persons = parse_people(predictor, s["image"], b, sc, context)
         io.write_instance_outputs(out_root, s["id"], persons, reader.meta, folders=folders, part_score="part",
                                   png_mode=png_mode)
+    if callable(boxes):
+        write_box_file(out_root / "boxes.json", found)
     return out_root

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import ConfigError
 from ...ops import BoxCoder, box_iou, clip_boxes, multilevel_roi_align, nms
 from .fcos import Detections
 from .inputs import GroundTruth
@@ -65,7 +66,7 @@ def box_head_layers(kind: str, channels: int, roi_size: int, fc_dim: int, conv_d
                     num_convs: int = 4) -> nn.Sequential:
     """The box head's trunk (module docstring): ``2fc`` or ``4conv1fc``."""
     if kind not in BOX_HEADS:
-        raise ValueError(f"box_head must be one of {', '.join(BOX_HEADS)}, got {kind!r}")
+        raise ConfigError(f"box_head must be one of {', '.join(BOX_HEADS)}, got {kind!r}")
     layers: list[nn.Module] = []
     if kind == "4conv1fc":
         for i in range(num_convs):

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import ConfigError
 from ...ops import BoxCoder, batched_nms, box_iou, clip_boxes
 from .matcher import Matcher, subsample_labels
 
@@ -90,7 +91,7 @@ class RPN(nn.Module):
                  post_nms_top_n_test: int = 1000, nms_thresh: float = 0.7, min_size: float = 0.0):
         super().__init__()
         if len(anchor_sizes) != len(strides):
-            raise ValueError(f"{len(anchor_sizes)} anchor sizes for {len(strides)} RPN levels")
+            raise ConfigError(f"{len(anchor_sizes)} anchor sizes for {len(strides)} RPN levels: give one per level")
         self.strides, self.anchor_sizes = tuple(int(s) for s in strides), tuple(float(s) for s in anchor_sizes)
         self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
         self.head = RPNHead(channels, len(self.aspect_ratios))
