@@ -12,9 +12,10 @@ of ``predict``) / write.
   slow an ONNX Runtime call that follows.
 - The network's multiply-adds (counted per call at the input size it got, TTA passes included) per second of
   network time are compared with the float32 matmul rate measured in the same process after its pass.
-- int8 is calibrated on the first half of the images (a preparation step, with the float32 export, before any
-  timing); its label agreement with float32 on all images is printed, and it is dropped (not selected) below
-  99 %. Its rows then run the cached int8 network alone.
+- int8 is the calibrated network shipped for the model's weights (``scripts/ship_int8.py``; the default model
+  has one) or, without one, calibrated on the first half of the images (a preparation step, with the float32
+  export, before any timing); its label agreement with float32 on all images is printed, and a calibrated one is
+  dropped (not selected) below 99 %. Its rows then run the int8 network alone.
 - Large photo (``--large``, default 8000x6000; a fresh process per float32 backend): an example photo scaled
   up, decoded, parsed and its label PNG written (no overlay: ``hparse.viz.overlay`` blends in float32, 1.8 GB
   more at 48 MP); its time split, peak RSS, and its label checked against the old way (full-size upsample of the
@@ -75,16 +76,24 @@ class Row:
 
 
 def load_parser(spec: dict, backend: str, images) -> tuple[object, float | None]:
-    """``(parser, int8 label agreement with float32 or None)``."""
+    """``(parser, int8 label agreement with float32 or None)``: int8 is the network shipped for the model's weights
+    (``scripts/ship_int8.py``) or, without one, calibrated on the first half of the images."""
     import hparse
+    from hparse.engine import backends
 
-    parser = hparse.load(spec["model"], device="cpu", tta=spec["mode"] == "tta",
-                         backend="onnxruntime" if backend == "onnxruntime-int8" else backend,
-                         batch_size=spec["batch_size"])
-    parser.predictor.long_side = spec["long_side"]
+    def load(name: str):
+        parser = hparse.load(spec["model"], device="cpu", tta=spec["mode"] == "tta", backend=name,
+                             batch_size=spec["batch_size"])
+        parser.predictor.long_side = spec["long_side"]
+        return parser
+
     if backend != "onnxruntime-int8":
-        return parser, None
-    return parser, parser.use_int8(images[:max(1, len(images) // 2)], check=images, min_agreement=0.0)
+        return load(backend), None
+    parser = load("onnxruntime")
+    if backends.shipped_int8(parser.model) is None:
+        return parser, parser.use_int8(images[:max(1, len(images) // 2)], check=images, min_agreement=0.0)
+    int8 = load(backend)
+    return int8, backends.label_agreement(int8.predict(images), parser.predict(images))
 
 
 def image_files(folder: str) -> list[Path]:

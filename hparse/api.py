@@ -20,9 +20,9 @@ from .labels import DatasetMeta
 class Parser:
     """A trained parser. ``predict`` takes paths, PIL images or HxWx3 uint8 RGB arrays.
 
-    ``backend``: what runs the network, ``"torch"`` (default here), ``"onnxruntime"`` or ``None`` for the fastest
-    installed (:func:`load`'s default; see :mod:`hparse.engine.backends`); ``batch_size``: images per forward
-    pass when ``predict`` gets a list.
+    ``backend``: what runs the network, ``"torch"`` (default here), ``"onnxruntime"``, ``"onnxruntime-int8"`` (a
+    shipped calibrated int8 network) or ``None`` for the fastest installed (:func:`load`'s default; see
+    :mod:`hparse.engine.backends`); ``batch_size``: images per forward pass when ``predict`` gets a list.
     """
 
     def __init__(self, model: torch.nn.Module, config: dict, meta: DatasetMeta, device: str = "cpu",
@@ -113,7 +113,8 @@ class Parser:
 def load(name_or_checkpoint: str | Path = "default", device: str | None = None, tta: bool = False,
          backend: str | None = None, batch_size: int = 1) -> Parser:
     """Load a shipped model by name or any hparse checkpoint (``best.pt``, ``last.pt``). ``backend``:
-    ``"torch"``, ``"onnxruntime"`` (``pip install "hparse[onnx]"``; CPU) or ``None`` for the fastest installed."""
+    ``"torch"``, ``"onnxruntime"`` (``pip install "hparse[onnx]"``; CPU), ``"onnxruntime-int8"`` (the calibrated int8
+    network shipped with a model: ``default``) or ``None`` for the fastest installed."""
     device = resolve_device(device)
     model, cfg, meta = model_from_checkpoint(name_or_checkpoint, device)
     return Parser(model, cfg, meta, device, tta=tta, backend=backend, batch_size=batch_size)

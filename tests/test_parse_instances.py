@@ -483,13 +483,15 @@ def test_cli_parse_with_an_instance_model(photos, tmp_path, monkeypatch):
     assert "global_parsing/" in help_text.split("(default")[0] and "keep every person" in help_text
 
 
-def test_shipped_aiparsing_parses_the_example_photos_into_the_challenge_folders(tmp_path):
-    """The acceptance command on the repository's photos: the shipped float16 AIParsing-CPU finds each photo's
-    person above the default --min-score and writes the four folders, overlays and the sidecar."""
+@pytest.mark.parametrize("model", ["aiparsing_cpu_ccpmulti", "unified_cpu_ccpmulti"])
+def test_shipped_instance_models_parse_the_example_photos_into_the_challenge_folders(tmp_path, model):
+    """The acceptance command on the repository's photos: each shipped float16 instance model (AIParsing-CPU,
+    Unified-CPU) finds each photo's person above the default --min-score and writes the four folders, overlays and
+    the sidecar."""
     import hparse
 
     examples = Path(__file__).resolve().parents[1] / "examples"
-    res = CliRunner().invoke(app, ["parse", str(examples), "--model", "aiparsing_cpu_ccpmulti", "--out",
+    res = CliRunner().invoke(app, ["parse", str(examples), "--model", model, "--out",
                                    str(tmp_path / "o"), "--json"])
     assert res.exit_code == 0, res.output
     photos = sorted(p.stem for p in examples.glob("*.jpg"))
@@ -499,5 +501,13 @@ def test_shipped_aiparsing_parses_the_example_photos_into_the_challenge_folders(
             assert any((tmp_path / "o" / folder).glob(f"{stem}*.png")), (folder, stem)
         shown = json.loads((tmp_path / "o" / f"{stem}.json").read_text())["persons"]
         assert len(shown) >= 1 and shown[0]["score"] >= SEMANTIC_SCORE_THRESH
-    people = hparse.load("aiparsing_cpu_ccpmulti").predict(str(examples / f"{photos[0]}.jpg"))
+    people = hparse.load(model).predict(str(examples / f"{photos[0]}.jpg"))
     assert isinstance(people, PersonInstances) and people.scores.max() >= SEMANTIC_SCORE_THRESH
+    if model == "unified_cpu_ccpmulti":      # its people's masks come from the attention branch
+        assert people.masks is not None and people.masks.shape == (len(people), *people.image_size)
+
+
+def test_multi_is_the_better_cpu_instance_model():
+    from hparse.engine.checkpoint import ALIASES, SHIPPED, resolve_weights
+
+    assert resolve_weights("multi") == SHIPPED[ALIASES["multi"]] and ALIASES["multi"] in SHIPPED

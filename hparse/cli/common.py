@@ -154,7 +154,7 @@ class HParseGroup(TyperGroup):
             return super().invoke(ctx)
 
 
-BACKENDS = ("torch", "onnxruntime")  # what runs a network (hparse.engine.backends)
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")  # what runs a network (hparse.engine.backends)
 
 
 def choice(name: str, choices: tuple[str, ...]):

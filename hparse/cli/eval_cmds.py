@@ -24,7 +24,8 @@ def eval_(ctx: typer.Context, config: str = typer.Argument(..., help="config (gi
                                                    "(the low-resolution mIoU of the adversarial parsing paper)"),
           ipr: bool = typer.Option(False, help="also the isolated pixel rate (see README, Metrics)"),
           device: str = device_option(),
-          backend: str = typer.Option(None, help="torch or onnxruntime (default: the fastest installed)",
+          backend: str = typer.Option(None, help="torch, onnxruntime or onnxruntime-int8 (default: the fastest "
+                                                                 "installed)",
                                       callback=choice("--backend", BACKENDS))):
     """Score a checkpoint on a dataset split at the original resolution."""
     from .. import config as C

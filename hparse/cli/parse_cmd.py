@@ -46,7 +46,8 @@ def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or 
           png_mode: str = typer.Option("palette", help="label PNGs: palette (indexed, coloured) or gray (8-bit grey, "
                                                        "for OpenCV readers); the pixel is the class id either way",
                                        callback=choice("--png-mode", ("palette", "gray"))),
-          backend: str = typer.Option(None, help="torch or onnxruntime (default: the fastest installed)",
+          backend: str = typer.Option(None, help="torch, onnxruntime or onnxruntime-int8 (default: the fastest "
+                                                                 "installed)",
                                       callback=choice("--backend", BACKENDS)),
           every: int = typer.Option(1, min=1, help="videos: parse every k-th frame"),
           smooth: float = typer.Option(0.0, min=0.0, max=0.99, help="videos: temporal smoothing of the class "

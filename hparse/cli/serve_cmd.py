@@ -26,8 +26,9 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.
           model: list[str] = typer.Option(["default"], help="model to serve, repeatable: NAME=CHECKPOINT, a "
                                                               "shipped name or a checkpoint; the first is the default"),
           device: str = device_option(),
-          backend: str = typer.Option(None, help="what runs the network: torch or onnxruntime (default: the "
-                                                 "fastest installed)", callback=choice("--backend", BACKENDS)),
+          backend: str = typer.Option(None, help="what runs the network: torch, onnxruntime or "
+                                                 "onnxruntime-int8 (default: the fastest installed)",
+                                     callback=choice("--backend", BACKENDS)),
           threads: int = typer.Option(None, min=1, help="PyTorch threads (default: PyTorch's)"),
           max_batch: int = typer.Option(8, min=1, help="images per forward pass"),
           max_wait_ms: float = typer.Option(10.0, min=0, help="how long a request waits for others to batch with"),

@@ -8,12 +8,14 @@ predictor keeps the one test-time geometry (resizing, padding, flip, scales, ups
   of the weights, the model config and the model code, in ``$HPARSE_CACHE`` or ``~/.cache/hparse``
   (written atomically), run by an ONNX Runtime ``InferenceSession`` on the CPU with ``torch.get_num_threads()``
   threads (all cores unless set) (:class:`OnnxRuntimeRunner`). ``pip install "hparse[onnx]"``.
-- ``onnxruntime-int8``: the same network quantised to int8 (static, per-channel QDQ, calibrated on images
-  the caller gives), selected only when its labels agree with float32 on at least
-  :data:`MIN_INT8_AGREEMENT` of the pixels of check images (:func:`int8_runner`, ``Parser.use_int8``).
+- ``onnxruntime-int8``: the same network quantised to int8 (static, per-channel QDQ). Shipped models may come with
+  a calibrated int8 network in ``hparse/weights`` (``int8-<weights key>.onnx``, :func:`shipped_int8`: found by a
+  hash of the weights, made by ``scripts/ship_int8.py``, which refuses one whose labels agree with float32 on less
+  than :data:`MIN_INT8_AGREEMENT` of the pixels of a check set); for any other model ``Parser.use_int8`` calibrates
+  one on the caller's images under the same rule (:func:`int8_runner`).
 
-``backend=None`` picks the fastest installed: ``onnxruntime`` when it imports and the device is the CPU,
-else ``torch``.
+``backend=None`` picks the fastest installed: on the CPU with onnxruntime installed, ``onnxruntime-int8`` when a
+shipped int8 network matches the weights, else ``onnxruntime``; otherwise ``torch``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import torch
 from ..errors import HParseError
 from .export import ONNX_OPSET, check_exportable, export_onnx
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MIN_INT8_AGREEMENT = 0.99
 MAX_CACHED = 24  # exported networks kept in the cache
 CALIBRATION_SCALES = (0.75, 1.0, 1.25)
@@ -89,11 +92,16 @@ def resolve_backend(backend: str | None, model: torch.nn.Module, device) -> str:
     on_cpu = torch.device(device).type == "cpu"
     semantic = getattr(model, "task", "semantic") == "semantic"
     if backend is None:
-        return "onnxruntime" if on_cpu and semantic and onnxruntime_available() else "torch"
+        if not (on_cpu and semantic and onnxruntime_available()):
+            return "torch"
+        return "onnxruntime-int8" if shipped_int8(model) is not None else "onnxruntime"
     if backend not in BACKENDS:
         raise HParseError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)} (or None: the fastest "
                           "installed)")
-    if backend == "onnxruntime":
+    if backend == "onnxruntime-int8" and semantic and shipped_int8(model) is None:
+        raise HParseError("no calibrated int8 network ships for these weights: use backend onnxruntime, or calibrate "
+                          "one with Parser.use_int8(images)")
+    if backend.startswith("onnxruntime"):
         if not on_cpu:
             raise HParseError(f"the onnxruntime backend runs on the CPU, not {device}; use device cpu or backend torch")
         if not semantic:
@@ -108,6 +116,8 @@ def make_runner(model: torch.nn.Module, backend: str, model_cfg: dict | None = N
     """The runner of a resolved ``backend`` (see :func:`resolve_backend`)."""
     if backend == "torch":
         return TorchRunner(model, channels_last)
+    if backend == "onnxruntime-int8":
+        return OnnxRuntimeRunner(shipped_int8(model), name=backend)
     return OnnxRuntimeRunner(cached_onnx(model, model_cfg))
 
 
@@ -126,6 +136,28 @@ def _models_source_digest() -> str:
     return h.hexdigest()
 
 
+def _hash_tensors(h, model: torch.nn.Module) -> None:
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def weights_key(model: torch.nn.Module) -> str:
+    """Hash of a model's class, label set, weights and buffers (what names a shipped int8 network)."""
+    h = hashlib.sha256(f"{type(model).__name__}:{model.meta.name}".encode())
+    _hash_tensors(h, model)
+    return h.hexdigest()[:32]
+
+
+def shipped_int8(model: torch.nn.Module) -> Path | None:
+    """The calibrated int8 network shipped for these weights, if any."""
+    path = WEIGHTS_DIR / f"int8-{weights_key(model)}.onnx"
+    return path if path.is_file() else None
+
+
 def network_key(model: torch.nn.Module, model_cfg: dict | None = None) -> str:
     """Hash of everything an export depends on: weights and buffers, model config, model code, exporter."""
     h = hashlib.sha256()
@@ -133,12 +165,7 @@ def network_key(model: torch.nn.Module, model_cfg: dict | None = None) -> str:
               "code": _models_source_digest(), "model": type(model).__name__, "repr": repr(model),
               "config": model_cfg, "label_set": model.meta.name}
     h.update(json.dumps(header, sort_keys=True, default=str).encode())
-    tensors = dict(model.named_parameters())
-    tensors.update(model.named_buffers())
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    _hash_tensors(h, model)
     return h.hexdigest()[:32]
 
 

@@ -13,11 +13,15 @@ from ..io.atomic import atomic_path
 from ..labels import get_meta
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-SHIPPED = {name: WEIGHTS_DIR / f"{name}.pt" for name in ("default", "aiparsing_cpu_ccpmulti")}
+SHIPPED = {name: WEIGHTS_DIR / f"{name}.pt" for name in
+           ("default", "aiparsing_cpu_ccpmulti", "unified_cpu_ccpmulti")}
+#: other names of shipped models: ``multi`` is the better of the two CPU instance models on ccp-multi val (README)
+ALIASES = {"multi": "unified_cpu_ccpmulti"}
 
 
 def resolve_weights(name_or_path: str | Path) -> Path:
-    """A shipped model's file (``default``) or an existing checkpoint path."""
+    """A shipped model's file (``default``, an alias such as ``multi``) or an existing checkpoint path."""
+    name_or_path = ALIASES.get(str(name_or_path), name_or_path)
     if str(name_or_path) in SHIPPED:
         path = SHIPPED[str(name_or_path)]
         if not path.is_file():
@@ -25,7 +29,8 @@ def resolve_weights(name_or_path: str | Path) -> Path:
         return path
     path = Path(name_or_path)
     if not path.is_file():
-        raise HParseError(f"{name_or_path!r} is neither a shipped model ({', '.join(SHIPPED)}) nor a checkpoint file")
+        raise HParseError(f"{name_or_path!r} is neither a shipped model ({', '.join([*SHIPPED, *ALIASES])}) nor a "
+                          "checkpoint file")
     return path
 
 

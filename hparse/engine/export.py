@@ -8,6 +8,11 @@ logits, ``(B, classes, h, w)`` at the model's output stride) followed by the mod
 produces (e.g. CE2P ``edge``; CNIF ``level2``, ``level3``, ``gates``). The ONNX file's metadata holds the label
 set, the class names and this contract.
 
+An instance model exports its dense network only: ``model.exported_outputs(model.network(...))`` names the tensors
+(for a top-down model the FPN levels, then the detector head's raw outputs per level; whatever is derived from the
+shapes alone, such as FCOS points and RPN anchors, is left out). The RoI heads, the detections and the paste stay in
+PyTorch; the metadata's ``hparse.contract`` (the model's ``export_contract()``) says what each output holds.
+
 ONNX files come from PyTorch's TorchScript-based exporter (``dynamo=False``: it needs only the ``onnx``
 package and takes seconds) at opset :data:`ONNX_OPSET`. The models keep their sizes symbolic while traced
 (``hparse.models.blocks.exporting``); tests/test_export.py compares exports with PyTorch at sizes other than
@@ -35,7 +40,8 @@ INPUT_CONTRACT = "image: float32 (B, 3, H, W) RGB 0..255, H and W multiples of 3
 
 
 class ExportedNetwork(nn.Module):
-    """``model.network(model.normalize(image))`` as a tuple in the order of :attr:`output_names`."""
+    """``model.network(model.normalize(image))`` as a tuple in the order of :attr:`output_names` (an instance
+    model's dense outputs as its ``exported_outputs`` names them)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -43,15 +49,25 @@ class ExportedNetwork(nn.Module):
         self.output_names = network_output_names(model)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model.network(self.model.normalize(image))
+        out = _named_outputs(self.model, self.model.network(self.model.normalize(image)))
         return tuple(out[k] for k in self.output_names)
 
 
+def _semantic(model: nn.Module) -> bool:
+    return getattr(model, "task", "semantic") == "semantic"
+
+
+def _named_outputs(model: nn.Module, out: dict) -> dict[str, torch.Tensor]:
+    """The raw outputs of ``model.network`` as named tensors: a semantic model's are already; an instance
+    model names its dense outputs (``exported_outputs``)."""
+    return out if _semantic(model) else model.exported_outputs(out)
+
+
 def check_exportable(model: nn.Module) -> None:
-    """An :class:`HParseError` for models whose inference is not a fixed set of tensors."""
-    if getattr(model, "task", "semantic") != "semantic":
-        raise HParseError(f"{type(model).__name__} is an instance model: its outputs (per-person lists decoded in "
-                          "Python) cannot be exported; use --format pt")
+    """An :class:`HParseError` for models whose network is not a fixed set of tensors."""
+    if not _semantic(model) and not callable(getattr(model, "exported_outputs", None)):
+        raise HParseError(f"{type(model).__name__} is an instance model without an exportable dense network (it "
+                          "names no exported_outputs; its people are decoded in Python): use --format pt")
     bad = [type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     if bad:
         raise HParseError(f"{type(model).__name__} keeps {bad[0]} in training mode at inference (batch statistics, "
@@ -60,9 +76,12 @@ def check_exportable(model: nn.Module) -> None:
 
 @torch.no_grad()
 def network_output_names(model: nn.Module) -> tuple[str, ...]:
-    """``("parsing", *extras)``: the model's ``extra_outputs`` that it produces (one small probe pass)."""
+    """``("parsing", *extras)``: the model's ``extra_outputs`` that it produces; an instance model's
+    ``exported_outputs`` in their order (one small probe pass)."""
     probe = model.pixel_mean.expand(1, 3, 64, 64).clone()
     out = model.network(model.normalize(probe))
+    if not _semantic(model):
+        return tuple(model.exported_outputs(out))
     return ("parsing",) + tuple(k for k in model.extra_outputs if k in out)
 
 
@@ -82,10 +101,18 @@ def _example(model: nn.Module, batch: int = 1) -> torch.Tensor:
     return (torch.rand(batch, 3, *TRACE_SIZE, generator=g) * 255).to(device)
 
 
-def _dynamic_axes(names: tuple[str, ...], ranks: list[int]) -> dict:
+def _dynamic_axes(net: ExportedNetwork, x: torch.Tensor) -> dict:
+    """Batch, height and width of the input; of each output the batch, the last two axes of a map and every
+    other axis whose length follows the input size (e.g. an RPN's anchors per level), found by running the
+    network at ``x``'s size and at half of it."""
+    half = x[..., :x.shape[-2] // 2, :x.shape[-1] // 2]
     axes = {"image": {0: "batch", 2: "height", 3: "width"}}
-    for name, rank in zip(names, ranks):
-        axes[name] = {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} if rank == 4 else {0: "batch"}
+    for name, a, b in zip(net.output_names, net(x), net(half)):
+        dims = {0: "batch"}
+        if a.dim() == 4:
+            dims.update({2: f"{name}_height", 3: f"{name}_width"})
+        dims.update({i: f"{name}_{i}" for i in range(1, a.dim()) if i not in dims and a.shape[i] != b.shape[i]})
+        axes[name] = dims
     return axes
 
 
@@ -115,10 +142,10 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = ONNX_OPSET) -> 
     with _eval_mode(model), torch.no_grad():
         net = ExportedNetwork(model).eval()
         x = _example(model)
-        ranks = [o.dim() for o in net(x)]
+        axes = _dynamic_axes(net, x)
         with atomic_path(path) as tmp, _quiet_tracing():
             torch.onnx.export(net, (x,), str(tmp), opset_version=opset, input_names=["image"],
-                              output_names=list(net.output_names), dynamic_axes=_dynamic_axes(net.output_names, ranks),
+                              output_names=list(net.output_names), dynamic_axes=axes,
                               do_constant_folding=True, **_TORCHSCRIPT_EXPORTER)
             proto = onnx.load(str(tmp))
             onnx.helper.set_model_props(proto, _metadata(model, net.output_names, f"onnx opset {opset}"))
@@ -142,8 +169,12 @@ def export_torchscript(model: nn.Module, path: str | Path) -> Path:
 
 def _metadata(model: nn.Module, output_names, fmt: str) -> dict[str, str]:
     meta = model.meta
-    return {"hparse.format": fmt, "hparse.input": INPUT_CONTRACT, "hparse.outputs": ",".join(output_names),
-            "hparse.label_set": meta.name, "hparse.classes": json.dumps(list(meta.classes))}
+    out = {"hparse.format": fmt, "hparse.task": getattr(model, "task", "semantic"), "hparse.input": INPUT_CONTRACT,
+           "hparse.outputs": ",".join(output_names), "hparse.label_set": meta.name,
+           "hparse.classes": json.dumps(list(meta.classes))}
+    if callable(getattr(model, "export_contract", None)):
+        out["hparse.contract"] = model.export_contract()
+    return out
 
 
 def validate_out_path(out: str | Path) -> Path:

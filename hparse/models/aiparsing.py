@@ -265,6 +265,22 @@ class AIParsing(TopDownParser):
         features = self.body(x)
         return {"features": features, "detector": self.fcos([features[lv] for lv in self.detect_levels])}
 
+    def exported_outputs(self, outputs: dict) -> dict[str, torch.Tensor]:
+        """The FPN levels, then per FCOS level ``fcos_logits_<level>``, ``fcos_distances_<level>`` and
+        ``fcos_centerness_<level>`` (the points follow from the sizes: left out)."""
+        det, named = outputs["detector"], dict(outputs["features"])
+        for lv, logits, distances, centerness in zip(self.detect_levels, det.logits, det.distances, det.centerness):
+            named.update({f"fcos_logits_{lv}": logits, f"fcos_distances_{lv}": distances,
+                          f"fcos_centerness_{lv}": centerness})
+        return named
+
+    def detector_contract(self) -> str:
+        classes = self.fcos.head.cls_logits.out_channels
+        return (f"Per FCOS level L ({', '.join(self.detect_levels)}): fcos_logits_L (B, {classes}, h, w) class logits, "
+                "fcos_distances_L (B, 4, h, w) left/top/right/bottom distances in input pixels, "
+                "fcos_centerness_L (B, 1, h, w) centerness logits; cell (i, j) of a level of stride s is the "
+                "location (x, y) = (j s + s // 2, i s + s // 2).")
+
     def roi_features(self, features: dict, boxes: list[torch.Tensor]) -> torch.Tensor:
         """RoIAlign of per-image boxes on the RoI level -> (R, C, S, S)."""
         return roi_align(features[self.roi_level], rois_of(boxes), self.roi_size, 1.0 / self.roi_stride,

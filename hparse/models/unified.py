@@ -173,6 +173,22 @@ class UnifiedParser(TopDownParser):
         features = self.body(x)
         return {"features": features, "rpn": self.rpn([features[lv] for lv in self.rpn_levels])}
 
+    def exported_outputs(self, outputs: dict) -> dict[str, torch.Tensor]:
+        """The FPN levels, then per RPN level ``rpn_objectness_<level>`` and ``rpn_deltas_<level>`` (the
+        anchors follow from the sizes: left out)."""
+        rpn, named = outputs["rpn"], dict(outputs["features"])
+        for lv, objectness, deltas in zip(self.rpn_levels, rpn["objectness"], rpn["deltas"]):
+            named.update({f"rpn_objectness_{lv}": objectness, f"rpn_deltas_{lv}": deltas})
+        return named
+
+    def detector_contract(self) -> str:
+        rpn = self.rpn
+        return (f"Per RPN level L ({', '.join(self.rpn_levels)}): rpn_objectness_L (B, h w A) objectness logits and "
+                "rpn_deltas_L (B, h w A, 4) box deltas (dx, dy, dw, dh; weights 1), cells row-major, the A = "
+                f"{len(rpn.aspect_ratios)} anchors of a cell together: height / width {list(rpn.aspect_ratios)}, "
+                f"area size^2 with size {list(rpn.anchor_sizes)} per level, centred on the cell's corner "
+                "(j stride, i stride).")
+
     def _roi_levels(self, features: dict) -> list[torch.Tensor]:
         return [features[lv] for lv in ROI_LEVELS]
 
@@ -252,10 +268,13 @@ class UnifiedParser(TopDownParser):
 
     # -- cost ------------------------------------------------------------------------------------------------
     def roi_head_macs(self) -> int:
-        """Multiply-adds of the box, attention and parsing branches for one RoI (RoIAlign left out)."""
-        ch = self.body.out_channels
-        return (count_macs(self.box.head, (1, ch, self.box.pool.size, self.box.pool.size))
-                + count_macs(_Branches(self), (1, ch, self.parsing_roi_size, self.parsing_roi_size)))
+        """Multiply-adds of the attention and parsing branches for one detected person (RoIAlign left out)."""
+        return count_macs(_Branches(self), (1, self.body.out_channels, self.parsing_roi_size, self.parsing_roi_size))
+
+    def box_head_macs(self) -> int:
+        """Multiply-adds of the box head for one proposal (it runs on every proposal: ``rpn.post_nms_top_n``)."""
+        size = self.box.pool.size
+        return count_macs(self.box.head, (1, self.body.out_channels, size, size))
 
 
 class _Branches(nn.Module):

@@ -21,6 +21,10 @@ calls, one pass at a time, to average the RoI probabilities of several inputs on
 
 Cost: :meth:`network` is the dense part (backbone, FPN, detection head), so ``count_macs(model)`` counts
 it at the given input size; the per-RoI heads are counted by the subclass (AIParsing: ``roi_head_macs``).
+
+Export (``hparse.engine.export``): the dense part is what ONNX / TorchScript get. :meth:`exported_outputs`
+(subclass) names its tensors -- the FPN levels, then the detector head's raw outputs per level, without what
+follows from the sizes alone (points, anchors) -- and :meth:`export_contract` says what they hold.
 """
 
 from __future__ import annotations
@@ -121,6 +125,24 @@ class TopDownParser(InstanceParsingModel):
                                parsings=torch.cat(parsings).cpu().numpy(),
                                quality=torch.cat(quality).float().cpu().numpy(),
                                masks=torch.cat(masks).cpu().numpy() if masks else None)
+
+    # -- export --------------------------------------------------------------------------------------------
+    def exported_outputs(self, outputs: dict) -> dict[str, torch.Tensor]:
+        """The outputs of :meth:`network` as named tensors, in order: the FPN levels (``p3``, ...), then the
+        detector head's raw outputs per level (``<output>_<level>``); nothing derived from the sizes alone."""
+        raise NotImplementedError
+
+    def detector_contract(self) -> str:
+        """What the detector's tensors of :meth:`exported_outputs` hold (subclass; for the export's metadata)."""
+        return ""
+
+    def export_contract(self) -> str:
+        """What an exported dense network's outputs hold, and what it leaves to hparse (the export's metadata)."""
+        strides = self.body.strides
+        return (f"dense network only (backbone, FPN, detection head). FPN levels {', '.join(strides)}: "
+                f"(B, {self.body.out_channels}, h, w), strides {', '.join(str(s) for s in strides.values())}. "
+                f"{self.detector_contract()} Not exported: the detections (decoding, NMS), the RoI heads and the "
+                "paste; decoding these outputs into people is hparse's (PyTorch).")
 
     @staticmethod
     def score(det_scores: torch.Tensor, quality: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
