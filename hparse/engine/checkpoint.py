@@ -16,7 +16,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 SHIPPED = {name: WEIGHTS_DIR / f"{name}.pt" for name in
            ("default", "aiparsing_cpu_ccpmulti", "unified_cpu_ccpmulti")}
 #: other names of shipped models: ``multi`` is the better of the two CPU instance models on ccp-multi val (README)
-ALIASES = {"multi": "unified_cpu_ccpmulti"}
+ALIASES = {"multi": "aiparsing_cpu_ccpmulti"}
 
 
 def resolve_weights(name_or_path: str | Path) -> Path:
