@@ -93,14 +93,14 @@ def test_probabilities_and_qualities_are_averaged_before_scoring():
     gen = torch.Generator().manual_seed(0)
     answers = [(torch.rand(2, CIHP.num_classes, size, size, generator=gen).softmax(1), torch.tensor(q))
                for q in ([0.2, 1.4], [1.4, -0.2], [0.6, 0.3], [-0.2, 0.5])]
-    model.roi_outputs = lambda outputs, index, b: tuple(t.clone() for t in answers[len(calls) - 1])
+    model.roi_outputs = lambda outputs, index, b: (*(t.clone() for t in answers[len(calls) - 1]), None)
     calls = record(model, "roi_outputs")
     people_args = record(model, "people")
     predictor = InstancePredictor(model, long_side=96, scales=(1.0, 0.75), flip=True)
     (people,) = predictor.predict(ims)
     perm = CIHP.flip_permutation()
     back = [p.flip(-1)[:, perm] if flip else p for (p, _), (_, flip) in zip(answers, predictor.passes())]
-    probs, _ = people_args[0][3](slice(None))                  # the averaged per-RoI outputs given to people()
+    probs, _, _ = people_args[0][3](slice(None))               # the averaged per-RoI outputs given to people()
     assert torch.allclose(probs, sum(back) / 4)
     # the spec's averaged scores: mean over passes of sqrt(det x clamp(quality, 0, 1))
     per_pass = torch.stack([torch.sqrt(det * q.clamp(0, 1)) for _, q in answers])
@@ -118,12 +118,13 @@ def test_flipped_pass_swaps_left_and_right_back():
         probs = torch.zeros(1, CIHP.num_classes, size, size)
         probs[:, 0] = 1
         probs[:, 0, :, size // 2:], probs[:, RIGHT_ARM, :, size // 2:] = 0, 1
-        return (probs.flip(-1)[:, CIHP.flip_permutation()] if len(calls) == 2 else probs), torch.ones(1)
+        return (probs.flip(-1)[:, CIHP.flip_permutation()] if len(calls) == 2 else probs), torch.ones(1), None
     model.roi_outputs = roi_outputs
     calls = record(model, "roi_outputs")
     people_args = record(model, "people")
     (people,) = InstancePredictor(model, long_side=96, flip=True).predict(ims)
-    probs, _ = people_args[0][3](slice(None))
+    probs, _, foreground = people_args[0][3](slice(None))
+    assert foreground is None                                  # AIParsing predicts no mask of its own
     assert len(calls) == 2 and probs[:, RIGHT_ARM, :, size // 2:].eq(1).all() and probs[:, LEFT_ARM].eq(0).all()
     assert set(np.unique(people.parsings)) == {0, RIGHT_ARM}
 
