@@ -48,7 +48,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..ops import roi_align
 from . import MODELS
-from .blocks import ASPP, PPM, ConvBNAct, NonLocal2d, group_norm
+from .blocks import ASPP, PPM, ConvBNAct, NonLocal2d, group_norm, kaiming_init
 from .complexity import count_macs
 from .detection import (
     FCOS,
@@ -157,14 +157,6 @@ def _shared_convs(in_ch: int, ch: int, num_convs: int, gn: bool, gn_groups: int 
     return nn.Sequential(*layers)
 
 
-def _kaiming(modules) -> None:
-    for m in modules:
-        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
 class AIParsingHead(nn.Module):
     """Context encoding (+ non-local) -> shared convs -> parsing (C) and edge (2) logits at ``parsing_size``.
     ``forward(rois)`` -> ``{"features": (R, ch, S, S), "parsing": (R, C, P, P)[, "edge": (R, 2, P, P)]}``."""
@@ -181,7 +173,7 @@ class AIParsingHead(nn.Module):
         self.parsing = nn.ConvTranspose2d(ch, num_classes, 4, 2, 1)
         self.edge = nn.ConvTranspose2d(ch, 2, 2, 2, 0) if edge else None
         self.parsing_size = parsing_size
-        _kaiming([*self.context.modules(), *self.convs.modules(), self.parsing, self.edge])
+        kaiming_init([*self.context.modules(), *self.convs.modules(), self.parsing, self.edge])
 
     def _up(self, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, size=(self.parsing_size,) * 2, mode="bilinear", align_corners=True)
@@ -205,7 +197,7 @@ class ParsingIoUHead(nn.Module):
         self.fcs = nn.Sequential(nn.Linear(conv_ch, fc_ch), nn.ReLU(inplace=True), nn.Linear(fc_ch, fc_ch),
                                  nn.ReLU(inplace=True))
         self.score = nn.Linear(fc_ch, 1)
-        _kaiming(self.convs.modules())
+        kaiming_init(self.convs.modules())
         for m in self.fcs:
             if isinstance(m, nn.Linear):
                 nn.init.kaiming_uniform_(m.weight, a=1)

@@ -37,6 +37,15 @@ def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(groups, channels), channels)
 
 
+def kaiming_init(modules) -> None:
+    """Kaiming-normal (fan out, ReLU) weights and zero biases for the (transposed) convs among ``modules``."""
+    for m in modules:
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def make_act(act: str | None) -> nn.Module | None:
     """``"relu"``, ``"leaky"`` (LeakyReLU(0.01), the InPlaceABN default), ``"relu6"``, ``"gelu"``,
     ``"sigmoid"`` or ``"none"``/``None``."""

@@ -38,7 +38,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..ops import max_roi_align
 from . import MODELS
-from .blocks import group_norm
+from .blocks import group_norm, kaiming_init
 from .complexity import count_macs
 from .detection import (
     RPN,
@@ -64,14 +64,6 @@ def paper_loss(alpha: float = 5.0) -> list[dict]:
     return [{"type": "ce", "pred": "parsing", "target": "label", "weight": alpha}]
 
 
-def _kaiming(modules) -> None:
-    for m in modules:
-        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
 def _convs(in_ch: int, ch: int, num: int, gn: bool) -> nn.ModuleList:
     """``num`` x (conv3x3 [+ GroupNorm] + ReLU), one module per conv (fusion may come between them)."""
     return nn.ModuleList(
@@ -88,7 +80,7 @@ class AttentionHead(nn.Module):
         self.convs = nn.Sequential(*_convs(in_ch, ch, num_convs, gn=False))
         self.up = nn.ConvTranspose2d(ch, ch, 2, 2)
         self.logit = nn.Conv2d(ch, 1, 1)
-        _kaiming(self.modules())
+        kaiming_init(self.modules())
 
     def forward(self, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feature = F.relu(self.up(self.convs(rois)))
@@ -109,7 +101,7 @@ class ParsingHead(nn.Module):
         extra = {"concat_after_conv4": 1, "concat_after_conv4_trans": attention_ch}.get(fusion, 0)
         self.up = nn.ConvTranspose2d(ch + extra, ch, 2, 2)
         self.logits = nn.Conv2d(ch, num_classes, 1)
-        _kaiming(self.modules())
+        kaiming_init(self.modules())
 
     def forward(self, rois: torch.Tensor, attention: torch.Tensor | None = None,
                 attention_feature: torch.Tensor | None = None) -> torch.Tensor:
