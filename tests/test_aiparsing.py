@@ -352,17 +352,23 @@ def test_padding_becomes_the_mean_pixel():
     assert out[0].sum() == 72 and out[1, :, :2, :3].sum() == 18 and out[1].sum() == 18
 
 
-def test_one_training_step_on_two_composed_ccp_images(ccp_root, tmp_path):
+def composed_ccp_step(ccp_root, tmp_path, config: str):
+    """``(model in training mode, batch)``: the config's model and a training batch of two ccp-multi images
+    composed from real CCP people."""
     from hparse.data.compose import compose_dataset
 
     compose_dataset("ccp", ccp_root, tmp_path / "multi", splits=("train",), label_set="ccp15", count=2,
                     progress=False)
     reader = build_reader("cihp", tmp_path / "multi", "train", label_set="ccp15")
-    cfg = C.load_config("aiparsing_cpu_ccpmulti")
+    cfg = C.load_config(config)
     tf = build_transforms(cfg["data"]["train_transforms"], reader.meta)
     batch = detection_collate([tf(reader[i], np.random.default_rng(i)) for i in range(2)])
     torch.manual_seed(0)
-    model = build_model(cfg["model"], reader.meta, loss=cfg["loss"]).train()
+    return build_model(cfg["model"], reader.meta, loss=cfg["loss"]).train(), batch
+
+
+def test_one_training_step_on_two_composed_ccp_images(ccp_root, tmp_path):
+    model, batch = composed_ccp_step(ccp_root, tmp_path, "aiparsing_cpu_ccpmulti")
     losses = model(batch)
     assert len(losses) == 7 and all(torch.isfinite(v) for v in losses.values()), losses
     sum(losses.values()).backward()

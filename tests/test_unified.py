@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from hparse import config as C
-from hparse.data.detection import detection_collate, person_boxes
+from hparse.data.detection import person_boxes
 from hparse.data.readers import build_reader
-from hparse.data.transforms import build_transforms
 from hparse.engine.inference import InstancePredictor
 from hparse.errors import ConfigError
 from hparse.evaluation import build_evaluators
@@ -28,7 +27,7 @@ from hparse.models.unified import FUSIONS, AttentionHead, ParsingHead, UnifiedPa
 from hparse.ops import box_iou, max_roi_align, roi_align
 from hparse.structures import PersonInstances
 
-from .test_aiparsing import CCP15, make_scene, training_batch, write_dataset
+from .test_aiparsing import CCP15, composed_ccp_step, make_scene, training_batch, write_dataset
 
 RATIOS = (0.5, 1.0, 2.0)
 # a tiny unified model for the 96 px scenes: every stage of the paper's model at toy widths; the RPN off P2 with
@@ -337,16 +336,7 @@ def test_ground_truth_as_prediction_scores_one_with_masks(tmp_path):
 # -- training --------------------------------------------------------------------------------------------------------
 
 def test_one_training_step_on_two_composed_ccp_images(ccp_root, tmp_path):
-    from hparse.data.compose import compose_dataset
-
-    compose_dataset("ccp", ccp_root, tmp_path / "multi", splits=("train",), label_set="ccp15", count=2,
-                    progress=False)
-    reader = build_reader("cihp", tmp_path / "multi", "train", label_set="ccp15")
-    cfg = C.load_config("unified_cpu_ccpmulti")
-    tf = build_transforms(cfg["data"]["train_transforms"], reader.meta)
-    batch = detection_collate([tf(reader[i], np.random.default_rng(i)) for i in range(2)])
-    torch.manual_seed(0)
-    model = build_model(cfg["model"], reader.meta, loss=cfg["loss"]).train()
+    model, batch = composed_ccp_step(ccp_root, tmp_path, "unified_cpu_ccpmulti")
     losses = model(batch)
     assert set(losses) == LOSSES and all(torch.isfinite(v) for v in losses.values()), losses
     sum(losses.values()).backward()

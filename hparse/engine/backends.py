@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from ..errors import HParseError
+from .checkpoint import WEIGHTS_DIR
 from .export import ONNX_OPSET, check_exportable, export_onnx
 
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MIN_INT8_AGREEMENT = 0.99
 MAX_CACHED = 24  # exported networks kept in the cache
 CALIBRATION_SCALES = (0.75, 1.0, 1.25)

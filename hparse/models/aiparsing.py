@@ -331,8 +331,7 @@ class AIParsing(TopDownParser):
                     ) -> tuple[torch.Tensor, torch.Tensor | None, None]:
         """The heads on image ``index``'s boxes, ``test_chunk`` at a time: the parsing softmax, the raw
         predicted mIoU (None without the refinement head) and no foreground (the masks are the parsings')."""
-        one = {k: v[index:index + 1] for k, v in outputs["features"].items()}
-        heads = [self.parse_rois(one, [boxes[i:i + self.test_chunk]]) for i in range(0, len(boxes), self.test_chunk)]
+        heads = self.heads_on(outputs, index, boxes)
         if not heads:
             size = self.roi_head.parsing_size
             return (boxes.new_zeros((0, self.num_classes, size, size)),

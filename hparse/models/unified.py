@@ -150,8 +150,8 @@ class UnifiedParser(TopDownParser):
         self.with_attention = fusion != "none"
         self.attention_pool = PooledFeatures(scales, attention_size, roi_sampling_ratio, roi_aligned)
         self.attention = AttentionHead(ch, attention_ch, attention_convs) if self.with_attention else None
-        self.parsing_roi_size, self.roi_sampling_ratio, self.roi_aligned = parsing_roi_size, roi_sampling_ratio, \
-            roi_aligned
+        self.parsing_roi_size = parsing_roi_size
+        self.roi_sampling_ratio, self.roi_aligned = roi_sampling_ratio, roi_aligned
         self.parsing = ParsingHead(ch, self.num_classes, parsing_ch, parsing_convs, fusion, attention_ch)
         if self.with_attention and 2 * attention_size != parsing_roi_size:
             raise ConfigError(f"the attention map ({2 * attention_size}x{2 * attention_size}) must match the parsing "
@@ -248,8 +248,7 @@ class UnifiedParser(TopDownParser):
                     ) -> tuple[torch.Tensor, None, torch.Tensor | None]:
         """The branches on image ``index``'s boxes, ``test_chunk`` at a time: the parsing softmax, no quality,
         and the foreground probability (None without attention)."""
-        one = {k: v[index:index + 1] for k, v in outputs["features"].items()}
-        heads = [self.parse_rois(one, [boxes[i:i + self.test_chunk]]) for i in range(0, len(boxes), self.test_chunk)]
+        heads = self.heads_on(outputs, index, boxes)
         if not heads:
             size = 2 * self.parsing_roi_size
             return (boxes.new_zeros((0, self.num_classes, size, size)), None,

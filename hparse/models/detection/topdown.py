@@ -89,6 +89,11 @@ class TopDownParser(InstanceParsingModel):
         ``index`` over ``boxes`` (R, 4)."""
         raise NotImplementedError
 
+    def heads_on(self, outputs: dict, index: int, boxes: torch.Tensor) -> list[dict]:
+        """The subclass's ``parse_rois`` on image ``index``'s boxes, ``test_chunk`` boxes at a time."""
+        one = {k: v[index:index + 1] for k, v in outputs["features"].items()}
+        return [self.parse_rois(one, [boxes[i:i + self.test_chunk]]) for i in range(0, len(boxes), self.test_chunk)]
+
     # Input pixels by which the RoI features sample right of / below a box, for instance TTA's box mapping. 0:
     # strided ResNet convs centre feature cell j on pixel j x stride, which is where legacy RoIAlign reads it.
     # (Half a cell, the naive reading of legacy RoIAlign, measured worse: flip TTA of aiparsing_cpu_ccpmulti on
