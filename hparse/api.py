@@ -70,8 +70,8 @@ class Parser:
 
     def predict(self, images, return_probs: bool = False, probs_at: str = "image"):
         """Semantic models: label map(s) (HxW uint8, input size); with ``return_probs`` also float16
-        probabilities, (C, H, W) at the input size or, with ``probs_at="network"``, (C, h, w) at the network's
-        resized size (no padding). Instance models: :class:`~hparse.structures.PersonInstances` per image.
+        probabilities, (C, H, W) at the input size or, with ``probs_at="network"``, (C, h, w) on the network's
+        output grid (the cells the image covers, no padding). Instance models: :class:`~hparse.structures.PersonInstances` per image.
         A single image gives a single result, a list gives a list (run ``batch_size`` images at a time)."""
         arrays, single = self._arrays(images)
         out = []

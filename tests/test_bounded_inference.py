@@ -1,25 +1,30 @@
-"""Inference whose time and memory are bounded by the network input: labels decided from network-resolution
-scores in bands of rows (equal to the old full-size upsample + argmax), probabilities as float16 at the image
-or network size, TTA averaged at network resolution, ``Parser.predict`` in chunks of ``batch_size``."""
+"""Inference whose time and memory are bounded by the network input: labels decided from scores on the network's
+output grid in bands of rows (agreeing with the old full-size upsample + argmax), probabilities as float16 at the
+image or grid size, TTA averaged on the output grid, ``Parser.predict`` in chunks of ``batch_size``."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import hparse
 from hparse import config as C
 from hparse.api import Parser
-from hparse.engine.inference import Predictor, resized_row_bands, upsample_argmax
+from hparse.engine.inference import GridScores, Predictor, resized_row_bands, upsample_argmax
+from hparse.io.image import read_image
 from hparse.labels import get_meta
 from hparse.models import build_model
 
 META = get_meta("ccp15")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def smooth_scores(c=15, h=40, w=30, seed=0) -> torch.Tensor:
@@ -85,19 +90,39 @@ def old_way_label(pred: Predictor, image: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("tta", [False, True])
-def test_labels_agree_with_the_old_full_size_way(tta):
-    p = tiny_parser(tta=tta)
-    for image, label in zip(photos(2), p.predict(photos(2))):
-        assert (label == old_way_label(p.predictor, image)).mean() >= 0.995
+def test_labels_of_a_trained_model_agree_with_the_old_two_step_way(tta):
+    """One resize from the output grid against the old one through the padded input: the shipped model on two
+    example photos."""
+    p = hparse.load("default", backend="torch", tta=tta)
+    for path in sorted(EXAMPLES.glob("*.jpg"))[:2]:
+        image = read_image(path)
+        assert (p.predict(image) == old_way_label(p.predictor, image)).mean() >= 0.995
 
 
-def test_tta_scores_stay_at_network_resolution():
+def test_grid_scores_resize_by_their_span():
+    """A grid covering 9.25 x 6.5 cells of its (padded) output resizes like F.interpolate at that scale."""
+    logits = smooth_scores(c=5, h=12, w=8)
+    span, size = (9.25, 6.5), (37, 26)
+    grid = GridScores(logits[:, :10, :7], span)
+    ref = F.interpolate(logits[None, :, :10, :7], scale_factor=(size[0] / span[0], size[1] / span[1]),
+                        mode="bilinear", align_corners=False, recompute_scale_factor=False)[0, :, :size[0], :size[1]]
+    torch.testing.assert_close(grid.resized(size), ref, rtol=0, atol=1e-4)
+    bands = torch.cat([b for _, b in resized_row_bands(grid, size, max_elements=5 * 26 * 4)], 1)
+    torch.testing.assert_close(bands, ref, rtol=0, atol=1e-4)
+    assert (upsample_argmax(grid, size) == ref.argmax(0).numpy()).mean() >= 0.999
+
+
+def test_tta_scores_stay_on_the_output_grid():
     p = tiny_parser(tta=True)
     pred = p.predictor
     assert len(pred.scales) > 1 and pred.flip
     image = photos(1)[0]
-    (scores,) = pred.network_scores([image])
-    assert tuple(scores.shape[1:]) == pred.grid_size(image) == pred.resizer.resized_size(image.shape, max(pred.scales))
+    (grid,) = pred.network_scores([image])
+    x, ((h, w),) = pred.resizer.batch([image], max(pred.scales))
+    out = pred.runner(x)[0]
+    span = (h * out.shape[2] / x.shape[2], w * out.shape[3] / x.shape[3])
+    assert grid.span == pytest.approx(span) and out.shape[2] < x.shape[2]
+    assert tuple(grid.values.shape) == (META.num_classes, math.ceil(span[0]), math.ceil(span[1]))
 
 
 def test_probs_float16_at_image_or_network_size():
@@ -109,7 +134,8 @@ def test_probs_float16_at_image_or_network_size():
     assert np.array_equal(probs.argmax(0), label)
     label2, small = p.predict(image, return_probs=True, probs_at="network")
     assert np.array_equal(label, label2)
-    assert small.dtype == np.float16 and small.shape == (META.num_classes, *p.predictor.grid_size(image))
+    (grid,) = p.predictor.network_scores([image])
+    assert small.dtype == np.float16 and small.shape == tuple(grid.values.shape)
     assert np.allclose(small.astype(np.float32).sum(0), 1, atol=1e-2)
     with pytest.raises(ValueError, match="probs_at"):
         p.predict(image, return_probs=True, probs_at="screen")

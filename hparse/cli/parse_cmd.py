@@ -38,8 +38,9 @@ def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or 
           probs: bool = typer.Option(False, help="also write class probabilities (.npy, see --probs-format)"),
           probs_format: str = typer.Option("f16", help="--probs as f16 (float16) or u8 (uint8 = round(p * 255))",
                                            callback=choice("--probs-format", ("f16", "u8"))),
-          probs_size: str = typer.Option("image", help="--probs at the image's size, or at the network's (the "
-                                                       "resized input, no padding; much smaller for big photos)",
+          probs_size: str = typer.Option("image", help="--probs at the image's size, or on the network's "
+                                                       "output grid (the cells the photo covers, no padding; "
+                                                       "much smaller for big photos)",
                                          callback=choice("--probs-size", ("image", "network"))),
           sidecar: bool = typer.Option(False, "--json", help="also write a JSON sidecar with label names"),
           palette: str = palette_option(),

@@ -3,12 +3,13 @@ test-time geometry of hparse (used by ``hparse parse``, the Python API, evaluati
 
 An image is resized so its long side is ``long_side * scale`` (aspect kept), padded to a multiple of
 ``size_divisor`` with the model's mean pixel (0 after the model's normalisation), run by a runner (the PyTorch
-model or an ONNX Runtime session, :mod:`hparse.engine.backends`), and its logits upsampled bilinearly to the
-padded input and cropped: scores at **network resolution**. A flipped pass has its output flipped back and its
+model or an ONNX Runtime session, :mod:`hparse.engine.backends`); its logits stay on the network's **output
+grid** (the cells the image covers: :class:`GridScores`). A flipped pass has its output flipped back and its
 left/right channels swapped from the label set (SCHP's procedure, B.2). Passes are averaged as logits (default)
-or probabilities on the grid of the largest scale. Only then are the scores brought to the original size
-(bilinear, reference-notes B.3) -- in bands of rows, each argmaxed at once (:func:`upsample_argmax`), so time and
-memory beyond the label map are bounded by the network input, not the photo. Spatial extras take the same way
+or probabilities on the output grid of the largest scale (the others resampled bilinearly onto it). Only then are
+the scores brought to the original size (bilinear, reference-notes B.3; one resize from the grid, which covers the
+image exactly, rather than through the padded input) -- in bands of rows, each argmaxed at once
+(:func:`upsample_argmax`), so time and memory beyond the label map are bounded by the network, not the photo. Spatial extras take the same way
 back from the unflipped scale-1 pass (at full size); the model's ``postprocess`` decodes them.
 
 Instance models (``model.task == "instance"``) run through :class:`InstancePredictor`: the model's
@@ -22,6 +23,9 @@ model scores and pastes them. One pass's outputs are alive at a time; what is ke
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import math
 
 import numpy as np
 import torch
@@ -80,16 +84,55 @@ class _Resizer:
 
 
 # -- bilinear resizing in bands of rows --------------------------------------------------------------------------
-def _linear_taps(n_in: int, n_out: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def _linear_taps(n_in: int, n_out: int, device=None, scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Bilinear resizing ``n_in -> n_out`` along one axis (align_corners=False), computed in float32 as
     ``F.interpolate`` does: ``(indices, weights)``, both (n_out, 2): output ``i`` is
-    ``weights[i, 0] * in[indices[i, 0]] + weights[i, 1] * in[indices[i, 1]]``."""
-    scale = torch.tensor(n_in, dtype=torch.float32) / n_out
+    ``weights[i, 0] * in[indices[i, 0]] + weights[i, 1] * in[indices[i, 1]]``. ``scale``: source pixels per output
+    pixel (default ``n_in / n_out``, the whole source; less when the output covers only the source's first
+    ``scale * n_out`` pixels)."""
+    scale = torch.tensor(n_in, dtype=torch.float32) / n_out if scale is None else torch.tensor(scale)
     src = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
     i0 = src.long().clamp(max=n_in - 1)
     i1 = torch.where(i0 < n_in - 1, i0 + 1, i0)
     w1 = (src - i0).clamp(0, 1)
     return torch.stack([i0, i1], 1).to(device), torch.stack([1 - w1, w1], 1).to(device)
+
+
+def _along(x: torch.Tensor, dim: int, taps) -> torch.Tensor:
+    """``x`` resampled along ``dim`` by the taps of that axis (float32)."""
+    index, weight = taps
+    shape = [-1 if d == dim else 1 for d in range(x.dim())]
+    near = x.index_select(dim, index[:, 0]).float().mul_(weight[:, 0].view(shape))
+    return near.add_(x.index_select(dim, index[:, 1]).float().mul_(weight[:, 1].view(shape)))
+
+
+def _resample(scores: torch.Tensor, row_taps, col_taps) -> torch.Tensor:
+    """(C, h, w) -> (C, rows, cols) by the taps of both axes (bilinear)."""
+    return _along(_along(scores, 1, row_taps), 2, col_taps)
+
+
+@dataclass
+class GridScores:
+    """One image's (C, h, w) scores on the network's output grid: the cells from the image's top-left corner,
+    ``span`` (rows, cols) the (fractional) number of cells the image covers, ``h, w`` = ``span`` rounded up."""
+
+    values: torch.Tensor
+    span: tuple[float, float]
+
+    def taps(self, size: Sequence[int]) -> tuple:
+        """Row and column taps from the grid to an image of ``size`` (H, W)."""
+        (h, w), dev = self.values.shape[1:], self.values.device
+        return (_linear_taps(h, int(size[0]), dev, self.span[0] / int(size[0])),
+                _linear_taps(w, int(size[1]), dev, self.span[1] / int(size[1])))
+
+    def resized(self, size: Sequence[int]) -> torch.Tensor:
+        """(C, H, W): the scores bilinearly resized to an image of ``size`` (memory grows with the image)."""
+        return _resample(self.values.float(), *self.taps(size))
+
+
+def as_grid(scores: torch.Tensor | GridScores) -> GridScores:
+    """Plain (C, h, w) scores as a grid the image covers whole."""
+    return scores if isinstance(scores, GridScores) else GridScores(scores, tuple(scores.shape[1:]))
 
 
 def _row_bands(height: int, channels: int, width: int, max_elements: int, start: int = 0) -> Iterator[slice]:
@@ -100,25 +143,20 @@ def _row_bands(height: int, channels: int, width: int, max_elements: int, start:
         yield slice(r0, min(start + height, r0 + step))
 
 
-def _resize_rows(scores: torch.Tensor, row_taps, rows: slice, width: int) -> torch.Tensor:
-    """Output rows ``rows`` of ``scores`` (C, h, w) resized to (., width) with the rows' taps: (C, T, width)."""
-    index, weight = row_taps
-    lo, hi = int(index[rows.start, 0]), int(index[rows.stop - 1, 1]) + 1
-    wide = F.interpolate(scores[None, :, lo:hi].float(), size=(hi - lo, width), mode="bilinear",
-                         align_corners=False)[0]  # columns only: the rows keep their size
-    near, far = wide.index_select(1, index[rows, 0] - lo), wide.index_select(1, index[rows, 1] - lo)
-    return near.mul_(weight[rows, 0, None]).add_(far.mul_(weight[rows, 1, None]))
+def _resize_rows(scores: torch.Tensor, row_taps, col_taps, rows: slice) -> torch.Tensor:
+    """Output rows ``rows`` of ``scores`` (C, h, w) resized by the taps: (C, T, width)."""
+    return _resample(scores, (row_taps[0][rows], row_taps[1][rows]), col_taps)
 
 
-def resized_row_bands(scores: torch.Tensor, size: Sequence[int],
+def resized_row_bands(scores: torch.Tensor | GridScores, size: Sequence[int],
                       max_elements: int = TILE_ELEMENTS) -> Iterator[tuple[slice, torch.Tensor]]:
     """``scores`` (C, h, w) resized bilinearly (align_corners=False) to ``size`` (H, W), as ``(rows, band)``
     pieces of at most ``max_elements`` values each: ``band`` is ``F.interpolate(scores, size)[:, rows]``
-    (the same numbers up to float rounding)."""
-    H, W = int(size[0]), int(size[1])
-    taps = _linear_taps(scores.shape[1], H, scores.device)
-    for rows in _row_bands(H, scores.shape[0], W, max_elements):
-        yield rows, _resize_rows(scores, taps, rows, W)
+    (the same numbers up to float rounding); a :class:`GridScores` by its span."""
+    grid = as_grid(scores)
+    row_taps, col_taps = grid.taps(size)
+    for rows in _row_bands(int(size[0]), grid.values.shape[0], int(size[1]), max_elements):
+        yield rows, _resize_rows(grid.values, row_taps, col_taps, rows)
 
 
 def _corners_agree(label: torch.Tensor) -> torch.Tensor:
@@ -142,11 +180,9 @@ class _BandedArgmax:
     """The argmax of bilinearly upsampled scores, one band of output rows at a time (see
     :func:`upsample_argmax`)."""
 
-    def __init__(self, scores: torch.Tensor, size: Sequence[int], max_elements: int):
-        self.scores, self.size, self.max_elements = scores.float(), (int(size[0]), int(size[1])), max_elements
-        c, h, w = self.scores.shape
-        self.row_taps = _linear_taps(h, self.size[0], scores.device)
-        self.col_taps = _linear_taps(w, self.size[1], scores.device)
+    def __init__(self, scores: GridScores, size: Sequence[int], max_elements: int):
+        self.scores, self.size, self.max_elements = scores.values.float(), (int(size[0]), int(size[1])), max_elements
+        self.row_taps, self.col_taps = scores.taps(self.size)
         self.source_label = self.scores.max(0).indices.to(torch.uint8)
         self.mixed_cells = ~_corners_agree(self.source_label)
         self.pixels = self.scores.flatten(1).t().contiguous()  # (h * w, C): one pixel's scores side by side
@@ -167,19 +203,21 @@ class _BandedArgmax:
 
     def dense_band(self, rows: slice) -> torch.Tensor:
         c, w = self.scores.shape[0], self.size[1]
-        parts = [_resize_rows(self.scores, self.row_taps, sub, w).max(0).indices.to(torch.uint8)
+        parts = [_resize_rows(self.scores, self.row_taps, self.col_taps, sub).max(0).indices.to(torch.uint8)
                  for sub in _row_bands(rows.stop - rows.start, c, w, self.max_elements, rows.start)]
         return torch.cat(parts, 0)
 
 
-def upsample_argmax(scores: torch.Tensor, size: Sequence[int], max_elements: int = TILE_ELEMENTS) -> np.ndarray:
-    """``F.interpolate(scores[None], size, bilinear).argmax(1)`` as an (H, W) uint8 label map.
+def upsample_argmax(scores: torch.Tensor | GridScores, size: Sequence[int],
+                    max_elements: int = TILE_ELEMENTS) -> np.ndarray:
+    """``F.interpolate(scores[None], size, bilinear).argmax(1)`` as an (H, W) uint8 label map (a
+    :class:`GridScores` resized by its span).
 
     Bilinear weights are a convex combination, so where the four source pixels around an output pixel share
     their argmax, the output's argmax is that label: only the pixels near a label boundary are interpolated
     (a band made mostly of those is resized whole). Memory: bands of ``max_elements`` output pixels, and at most
     ``max_elements`` interpolated scores at a time."""
-    bands = _BandedArgmax(scores, size, max_elements)
+    bands = _BandedArgmax(as_grid(scores), size, max_elements)
     label = np.empty(bands.size, np.uint8)
     for rows in _row_bands(bands.size[0], 1, bands.size[1], max_elements):
         label[rows] = bands.band(rows).cpu().numpy()
@@ -228,10 +266,6 @@ class Predictor:
     def long_side(self, value: int) -> None:
         self.resizer.long_side = int(value)
 
-    def grid_size(self, image: np.ndarray) -> tuple[int, int]:
-        """Where passes are averaged: the image resized to the largest scale's long side (no padding)."""
-        return self.resizer.resized_size(image.shape, max(self.scales))
-
     @staticmethod
     def _to_size(out: torch.Tensor, x: torch.Tensor, i: int, size, target) -> torch.Tensor:
         """Output ``i`` of a batch -> (K, *target): up to the input, crop the padding, resize to ``target``."""
@@ -255,36 +289,47 @@ class Predictor:
 
     @torch.no_grad()
     def network_scores(self, images: list[np.ndarray], with_extras: bool = False):
-        """Averaged (C, h, w) scores per image at network resolution (:meth:`grid_size`): logits, or
-        probabilities with ``average="probs"``; with ``with_extras`` also the model's postprocessed extras of the
-        unflipped scale-1 pass (an extra pass when 1 is not a scale)."""
-        grids = [self.grid_size(im) for im in images]
-        acc: list[torch.Tensor | None] = [None] * len(images)
+        """Averaged scores per image on the network's output grid at the largest scale (:class:`GridScores`):
+        logits, or probabilities with ``average="probs"``; with ``with_extras`` also the model's postprocessed
+        extras of the unflipped scale-1 pass (an extra pass when 1 is not a scale)."""
+        grids: list[GridScores | None] = [None] * len(images)
         extras, n = None, 0
-        for s in self.scales:
+        for s in sorted(self.scales, reverse=True):   # the largest scale first: passes meet on its grid
             x, sizes = self.resizer.batch(images, s)
             logits, raw = self.runner(x)
             if with_extras and s == 1.0:
                 extras = self._extras(raw, x, images, sizes)
             for out, count in self._passes(x, logits):
                 n += count
-                for i, (size, grid) in enumerate(zip(sizes, grids)):
-                    o = self._to_size(out, x, i, size, grid)
-                    o = o.softmax(0) if self.average == "probs" else o
-                    acc[i] = o if acc[i] is None else acc[i] + o
-        scores = [a / n for a in acc]
+                for i, size in enumerate(sizes):
+                    grids[i] = self._accumulate(grids[i], out[i], x.shape[-2:], size)
+        for g in grids:
+            g.values /= n
         if with_extras:
-            return scores, extras if extras is not None else self.extras(images)
-        return scores
+            return grids, extras if extras is not None else self.extras(images)
+        return grids
+
+    def _accumulate(self, grid: GridScores | None, out: torch.Tensor, input_size, size) -> GridScores:
+        """Add ``out`` (C, h', w'), one image's output for a padded input of ``input_size`` in which the image is
+        ``size``, to ``grid`` (resampled onto it); the first output makes the grid: its cells the image covers."""
+        span = (size[0] * out.shape[1] / input_size[0], size[1] * out.shape[2] / input_size[1])
+        to_scores = (lambda t: t.softmax(0)) if self.average == "probs" else (lambda t: t)
+        if grid is None:
+            rows, cols = (min(n, math.ceil(extent - 1e-6)) for n, extent in zip(out.shape[1:], span))
+            values = to_scores(out[:, :rows, :cols].float()).clone(memory_format=torch.contiguous_format)
+            return GridScores(values, span)
+        (h, w), dev = grid.values.shape[1:], out.device
+        grid.values += to_scores(_resample(out, _linear_taps(out.shape[1], h, dev, span[0] / grid.span[0]),
+                                           _linear_taps(out.shape[2], w, dev, span[1] / grid.span[1])))
+        return grid
 
     @torch.no_grad()
     def scores(self, images: list[np.ndarray], with_extras: bool = False):
         """:meth:`network_scores` resized to each image's original size, (C, H, W) (memory grows with the image:
         prefer :meth:`predict`)."""
         res = self.network_scores(images, with_extras)
-        scores, extras = res if with_extras else (res, None)
-        full = [F.interpolate(s[None], size=im.shape[:2], mode="bilinear", align_corners=False)[0]
-                for s, im in zip(scores, images)]
+        grids, extras = res if with_extras else (res, None)
+        full = [g.resized(im.shape[:2]) for g, im in zip(grids, images)]
         return (full, extras) if with_extras else full
 
     @torch.no_grad()
@@ -300,13 +345,14 @@ class Predictor:
             out.append(self.model.postprocess(one))
         return out
 
-    def _probabilities(self, scores: torch.Tensor, label: np.ndarray, image_size, probs_at: str) -> np.ndarray:
-        """float16 (C, h, w) at network resolution or (C, H, W) at the image's size, argmax equal to ``label``."""
+    def _probabilities(self, grid: GridScores, label: np.ndarray, image_size, probs_at: str) -> np.ndarray:
+        """float16 (C, h, w) on the network's output grid or (C, H, W) at the image's size, argmax equal to
+        ``label``."""
         to_probs = (lambda t: t) if self.average == "probs" else (lambda t: t.softmax(0))
         if probs_at == "network":
-            return _half_keeping_argmax(to_probs(scores), scores.argmax(0)).cpu().numpy()
-        out = np.empty((scores.shape[0], *image_size[:2]), np.float16)
-        for rows, band in resized_row_bands(scores, image_size[:2]):
+            return _half_keeping_argmax(to_probs(grid.values), grid.values.argmax(0)).cpu().numpy()
+        out = np.empty((grid.values.shape[0], *image_size[:2]), np.float16)
+        for rows, band in resized_row_bands(grid, image_size[:2]):
             lab = torch.from_numpy(label[rows].astype(np.int64)).to(band.device)
             out[:, rows] = _half_keeping_argmax(to_probs(band), lab).cpu().numpy()
         return out
@@ -314,7 +360,8 @@ class Predictor:
     def predict(self, images: list[np.ndarray], return_probs: bool = False, with_extras: bool = False,
                 probs_at: str = "image"):
         """Label maps (uint8, original size), and probabilities on request (float16 (C, H, W) at the image's
-        size, or with ``probs_at="network"`` (C, h, w) at network resolution, no padding: see :meth:`grid_size`);
+        size, or with ``probs_at="network"`` (C, h, w) on the network's output grid, no padding: see
+        :meth:`network_scores`);
         with ``with_extras`` returns ``(results, extras)`` from the same passes (see :meth:`extras`)."""
         if probs_at not in PROBS_AT:
             raise ValueError(f"probs_at must be one of {PROBS_AT}, got {probs_at!r}")

@@ -12,7 +12,7 @@ from .people import PeopleMarks, draw_people
 
 def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """HxW ids -> HxWx3 uint8 colours from a (256, 3) palette."""
-    return np.asarray(palette, dtype=np.uint8)[np.asarray(label, dtype=np.uint8)]
+    return np.take(np.asarray(palette, dtype=np.uint8), np.asarray(label, dtype=np.uint8), axis=0)
 
 
 def overlay(image: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: float = 0.55,
@@ -20,10 +20,11 @@ def overlay(image: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: fl
     """Blend the colour map over the image; background (0) stays the plain image. ``people``: outlines and
     captions drawn on top (:func:`~hparse.viz.people.draw_people`). With ``classes`` (the label set's names) a
     legend of the classes present is added as a panel on the right."""
-    col = colorize(label, palette).astype(np.float32)
-    img = image.astype(np.float32)
-    a = np.where(label[..., None] > 0, alpha, 0.0).astype(np.float32)
-    blended = np.clip(img * (1 - a) + col * a + 0.5, 0, 255).astype(np.uint8)
+    import cv2
+
+    img = np.ascontiguousarray(image, dtype=np.uint8)
+    blended = cv2.addWeighted(img, 1 - alpha, colorize(label, palette), alpha, 0)  # rounded, in uint8
+    np.copyto(blended, img, where=(np.asarray(label) == 0)[..., None])
     if people is not None:
         blended = draw_people(blended, people)
     if classes is None:
