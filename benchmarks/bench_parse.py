@@ -5,11 +5,11 @@ config's multi-scale + flip). Per image, what ``hparse parse`` does by default -
 PNG and the overlay JPEG -- timed as decode / network (the runner's calls) / resize + upsample + argmax (the rest
 of ``predict``) / write.
 
-- Each row (backend, mode) runs in a fresh process, as it would be deployed (its peak RSS is its own): load,
-  warm up on one image, one timed pass over all images. ``--repeats`` rounds run every row in turn, so load from
-  other jobs falls on all rows alike; images/s and the phases are medians over the rounds, the peak RSS the
-  largest. Backends are not mixed in one process: PyTorch's OpenMP threads spin after each operation and would
-  slow an ONNX Runtime call that follows.
+- Each row (backend, mode) runs in a fresh process, as it would be deployed (its peak RSS is its own): load, warm up on
+  one image, one timed pass over all images (cycled to at least 16). ``--repeats`` rounds run every row in turn, so load
+  from other jobs falls on all rows alike; images/s and the phases are medians over the rounds, the peak RSS the
+  largest. Backends are not mixed in one process: PyTorch's OpenMP threads spin after each operation and would slow an
+  ONNX Runtime call that follows.
 - The network's multiply-adds (counted per call at the input size it got, TTA passes included) per second of
   network time are compared with the float32 matmul rate measured in the same process after its pass.
 - int8 is the calibrated network shipped for the model's weights (``scripts/ship_int8.py``; the default model
@@ -46,6 +46,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  
 GENERATED_SIZE = (550, 830)  # width, height of the generated stand-in images
 CHECK_STRIDE = 5  # the large photo's label is checked at every 5th pixel centre (odd: centres coincide)
 RSS_LIMIT_MIB = 1536
+MIN_TIMED_IMAGES = 16  # a round parses at least this many (the images cycled): passes over 4 varied by up to 2x
 
 
 # -- worker pieces ------------------------------------------------------------------------------------------------
@@ -177,16 +178,17 @@ def row_worker(spec: dict) -> dict:
     else:
         parser, _ = load_parser(spec, spec["backend"], [])
     row = Row(parser)
+    timed = [files[i % len(files)] for i in range(max(len(files), MIN_TIMED_IMAGES))]
     with tempfile.TemporaryDirectory(prefix="hparse-bench-") as tmp:
         parse_one(parser, files[0], Path(tmp), row.times)  # warm-up
         row.reset()
         t0 = time.perf_counter()
-        for f in files:
+        for f in timed:
             parse_one(parser, f, Path(tmp), row.times)
         seconds = time.perf_counter() - t0
     macs = network_macs(parser.model, row.timed.shapes)
-    return {"backend": spec["backend"], "mode": spec["mode"], "images": len(files), "seconds": seconds,
-            "phases_ms": {k: 1000 * v / len(files) for k, v in row.times.items()}, "peak_rss_mib": peak_rss_mib(),
+    return {"backend": spec["backend"], "mode": spec["mode"], "images": len(timed), "seconds": seconds,
+            "phases_ms": {k: 1000 * v / len(timed) for k, v in row.times.items()}, "peak_rss_mib": peak_rss_mib(),
             "macs_per_s": macs / max(row.timed.seconds, 1e-9), "matmul_gflops": matmul_gflops(spec["threads"]),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "scales": list(parser.predictor.scales),
             "params": sum(p.numel() for p in parser.model.parameters())}

@@ -69,10 +69,10 @@ class Parser:
         return [self.as_rgb(im) for im in ([images] if single else images)], single
 
     def predict(self, images, return_probs: bool = False, probs_at: str = "image"):
-        """Semantic models: label map(s) (HxW uint8, input size); with ``return_probs`` also float16
-        probabilities, (C, H, W) at the input size or, with ``probs_at="network"``, (C, h, w) on the network's
-        output grid (the cells the image covers, no padding). Instance models: :class:`~hparse.structures.PersonInstances` per image.
-        A single image gives a single result, a list gives a list (run ``batch_size`` images at a time)."""
+        """Semantic models: label map(s) (HxW uint8, input size); with ``return_probs`` also float16 probabilities, (C,
+        H, W) at the input size or, with ``probs_at="network"``, (C, h, w) on the network's output grid (the cells the
+        image covers, no padding). Instance models: :class:`~hparse.structures.PersonInstances` per image. A single
+        image gives a single result, a list gives a list (run ``batch_size`` images at a time)."""
         arrays, single = self._arrays(images)
         out = []
         for start in range(0, len(arrays), self.batch_size):

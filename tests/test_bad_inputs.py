@@ -314,7 +314,7 @@ def test_png_mode_gray_and_probs_u8(ckpt, tmp_path):
     assert np.abs(np.round(f16.astype(np.float32) * 255) - u8).max() <= 1
     res = parse(a, "--out", tmp_path / "p", "--probs", "--probs-size", "network", model=ckpt)
     assert "1 parsed" in res.output                                     # another probs size: redone
-    assert np.load(tmp_path / "p" / "a_probs.npy").shape == (7, 12, 9)  # the output grid (stride 4) of a 48 px long side
+    assert np.load(tmp_path / "p" / "a_probs.npy").shape == (7, 12, 9)  # output grid (stride 4) of a 48 px long side
 
 
 def test_rerun_redoes_what_options_or_model_change(ckpt, data_root, tmp_path):

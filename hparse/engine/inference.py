@@ -1,16 +1,16 @@
 """Whole-image inference at the original resolution, with optional multi-scale + flip TTA: the one
 test-time geometry of hparse (used by ``hparse parse``, the Python API, evaluation and validation).
 
-An image is resized so its long side is ``long_side * scale`` (aspect kept), padded to a multiple of
-``size_divisor`` with the model's mean pixel (0 after the model's normalisation), run by a runner (the PyTorch
-model or an ONNX Runtime session, :mod:`hparse.engine.backends`); its logits stay on the network's **output
-grid** (the cells the image covers: :class:`GridScores`). A flipped pass has its output flipped back and its
-left/right channels swapped from the label set (SCHP's procedure, B.2). Passes are averaged as logits (default)
-or probabilities on the output grid of the largest scale (the others resampled bilinearly onto it). Only then are
-the scores brought to the original size (bilinear, reference-notes B.3; one resize from the grid, which covers the
-image exactly, rather than through the padded input) -- in bands of rows, each argmaxed at once
-(:func:`upsample_argmax`), so time and memory beyond the label map are bounded by the network, not the photo. Spatial extras take the same way
-back from the unflipped scale-1 pass (at full size); the model's ``postprocess`` decodes them.
+An image is resized so its long side is ``long_side * scale`` (aspect kept), padded to a multiple of ``size_divisor``
+with the model's mean pixel (0 after the model's normalisation), run by a runner (the PyTorch model or an ONNX Runtime
+session, :mod:`hparse.engine.backends`); its logits stay on the network's **output grid** (the cells the image covers:
+:class:`GridScores`). A flipped pass has its output flipped back and its left/right channels swapped from the label set
+(SCHP's procedure, B.2). Passes are averaged as logits (default) or probabilities on the output grid of the largest
+scale (the others resampled bilinearly onto it). Only then are the scores brought to the original size (bilinear,
+reference-notes B.3; one resize from the grid, which covers the image exactly, rather than through the padded input) --
+cell by cell where labels differ (:func:`upsample_argmax`), so time and memory beyond the label map are bounded
+by the network, not the photo. Spatial extras take the same way back from the unflipped scale-1 pass (at full size); the
+model's ``postprocess`` decodes them.
 
 Instance models (``model.task == "instance"``) run through :class:`InstancePredictor`: the model's
 :class:`~hparse.structures.PersonInstances` at ``long_side``, scaled back to the image. Their TTA (instance-parsers
@@ -22,10 +22,9 @@ model scores and pastes them. One pass's outputs are alive at a time; what is ke
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-
-import math
 
 import numpy as np
 import torch
@@ -159,53 +158,53 @@ def resized_row_bands(scores: torch.Tensor | GridScores, size: Sequence[int],
         yield rows, _resize_rows(grid.values, row_taps, col_taps, rows)
 
 
-def _corners_agree(label: torch.Tensor) -> torch.Tensor:
-    """(h, w) bool: the labels at ``(i, j)``, ``(i, j+1)``, ``(i+1, j)``, ``(i+1, j+1)`` (clamped) are equal."""
-    right = torch.cat([label[:, 1:], label[:, -1:]], 1)
-    same = label == right
-    return same & torch.cat([same[1:], same[-1:]], 0) & (label == torch.cat([label[1:], label[-1:]], 0))
+def _cell_corners(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``t`` (..., h, w) at ``(i, j)``, ``(i, j+1)``, ``(i+1, j)``, ``(i+1, j+1)`` (clamped) for every cell ``(i, j)``:
+    the source pixels that the output pixels whose first taps are ``(i, j)`` mix."""
+    def down(u):
+        return torch.cat([u[..., 1:, :], u[..., -1:, :]], -2)
+    right = torch.cat([t[..., 1:], t[..., -1:]], -1)
+    return t, right, down(t), down(right)
 
 
-def _interpolate_at(pixels: torch.Tensor, width: int, row_taps, col_taps, ys: torch.Tensor,
-                    xs: torch.Tensor) -> torch.Tensor:
-    """(K, C) bilinear values at the output pixels ``(ys, xs)``; ``pixels`` is the (h * width, C) score table."""
-    y, wy = row_taps[0][ys], row_taps[1][ys]
-    x, wx = col_taps[0][xs], col_taps[1][xs]
-    corners = (y[:, :, None] * width + x[:, None, :]).view(-1)  # (y0, x0), (y0, x1), (y1, x0), (y1, x1)
-    weights = (wy[:, :, None] * wx[:, None, :]).view(-1, 4, 1)
-    return (pixels.index_select(0, corners).view(len(ys), 4, -1) * weights).sum(1)
+class _AxisCells:
+    """One axis of a bilinear resize grouped by cell: the output positions whose first tap is cell ``i`` are
+    ``first[i] .. first[i] + count[i]`` (taps are non-decreasing)."""
+
+    def __init__(self, taps, n_in: int):
+        self.index, self.weight = taps
+        self.count = torch.bincount(self.index[:, 0], minlength=n_in)
+        self.first = self.count.cumsum(0) - self.count
+        self.n_in = n_in
+
+    def pixels(self, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(positions, weights, valid)`` of the cells' output positions, (K, N), (K, N, 2), (K, N); N the most
+        any of them holds (positions past a cell's own are clamped and not valid)."""
+        n = int(self.count[cells].max())
+        pos = self.first[cells, None] + torch.arange(n, device=cells.device)
+        valid = pos < (self.first + self.count)[cells, None]
+        pos = pos.clamp(max=len(self.index) - 1)
+        return pos, self.weight[pos], valid
+
+    def neighbour(self, cells: torch.Tensor) -> torch.Tensor:
+        return (cells + 1).clamp(max=self.n_in - 1)
 
 
-class _BandedArgmax:
-    """The argmax of bilinearly upsampled scores, one band of output rows at a time (see
-    :func:`upsample_argmax`)."""
+def _paint_cells(out: torch.Tensor, scores: torch.Tensor, rows: _AxisCells, cols: _AxisCells, cy: torch.Tensor,
+                 cx: torch.Tensor) -> None:
+    """Write into ``out`` the argmax labels of the output pixels inside the cells ``(cy, cx)``: per cell its four
+    corners' scores, blended by the pixels' column weights and then row weights, (C, K, rows, cols)."""
+    py, wy, vy = rows.pixels(cy)
+    px, wx, vx = cols.pixels(cx)
+    cy1, cx1 = rows.neighbour(cy), cols.neighbour(cx)
 
-    def __init__(self, scores: GridScores, size: Sequence[int], max_elements: int):
-        self.scores, self.size, self.max_elements = scores.values.float(), (int(size[0]), int(size[1])), max_elements
-        self.row_taps, self.col_taps = scores.taps(self.size)
-        self.source_label = self.scores.max(0).indices.to(torch.uint8)
-        self.mixed_cells = ~_corners_agree(self.source_label)
-        self.pixels = self.scores.flatten(1).t().contiguous()  # (h * w, C): one pixel's scores side by side
+    def across(y):   # (C, K, cols): the corners of row ``y`` blended along the columns
+        return scores[:, y, cx, None] * wx[None, :, :, 0] + scores[:, y, cx1, None] * wx[None, :, :, 1]
 
-    def band(self, rows: slice) -> torch.Tensor:
-        """(T, W) uint8 labels of the output rows ``rows``."""
-        top, left = self.row_taps[0][rows, 0], self.col_taps[0][:, 0]
-        label = self.source_label.index_select(0, top).index_select(1, left)
-        ys, xs = self.mixed_cells.index_select(0, top).index_select(1, left).nonzero(as_tuple=True)
-        if len(ys) > label.numel() // 4:   # mostly label boundaries (noise-like scores): resize whole rows
-            return self.dense_band(rows)
-        chunk = max(1, self.max_elements // self.scores.shape[0])
-        for k in range(0, len(ys), chunk):
-            y, x = ys[k:k + chunk], xs[k:k + chunk]
-            at = _interpolate_at(self.pixels, self.scores.shape[2], self.row_taps, self.col_taps, y + rows.start, x)
-            label[y, x] = at.max(1).indices.to(torch.uint8)
-        return label
-
-    def dense_band(self, rows: slice) -> torch.Tensor:
-        c, w = self.scores.shape[0], self.size[1]
-        parts = [_resize_rows(self.scores, self.row_taps, self.col_taps, sub).max(0).indices.to(torch.uint8)
-                 for sub in _row_bands(rows.stop - rows.start, c, w, self.max_elements, rows.start)]
-        return torch.cat(parts, 0)
+    block = across(cy)[:, :, None] * wy[None, :, :, 0, None] + across(cy1)[:, :, None] * wy[None, :, :, 1, None]
+    label = block.max(0).indices.to(torch.uint8)
+    valid = vy[:, :, None] & vx[:, None, :]
+    out[py[:, :, None].expand_as(label)[valid], px[:, None, :].expand_as(label)[valid]] = label[valid]
 
 
 def upsample_argmax(scores: torch.Tensor | GridScores, size: Sequence[int],
@@ -213,14 +212,27 @@ def upsample_argmax(scores: torch.Tensor | GridScores, size: Sequence[int],
     """``F.interpolate(scores[None], size, bilinear).argmax(1)`` as an (H, W) uint8 label map (a
     :class:`GridScores` resized by its span).
 
-    Bilinear weights are a convex combination, so where the four source pixels around an output pixel share
-    their argmax, the output's argmax is that label: only the pixels near a label boundary are interpolated
-    (a band made mostly of those is resized whole). Memory: bands of ``max_elements`` output pixels, and at most
-    ``max_elements`` interpolated scores at a time."""
-    bands = _BandedArgmax(as_grid(scores), size, max_elements)
-    label = np.empty(bands.size, np.uint8)
-    for rows in _row_bands(bands.size[0], 1, bands.size[1], max_elements):
-        label[rows] = bands.band(rows).cpu().numpy()
+    Bilinear weights are a convex combination, so where the four source pixels of a cell share their argmax,
+    every output pixel inside the cell takes that label (painted in bands of rows); only the cells across a label
+    boundary are interpolated, a chunk of cells at a time. Memory: the label map, bands of ``max_elements``
+    output pixels and at most ``max_elements`` interpolated scores at a time."""
+    grid = as_grid(scores)
+    values, (H, W) = grid.values.float(), (int(size[0]), int(size[1]))
+    c, h, w = values.shape
+    row_taps, col_taps = grid.taps((H, W))
+    source = values.max(0).indices.to(torch.uint8)
+    label = np.empty((H, W), np.uint8)
+    out = torch.from_numpy(label)
+    for band in _row_bands(H, 1, W, max_elements):
+        out[band] = source.index_select(0, row_taps[0][band, 0]).index_select(1, col_taps[0][:, 0]).cpu()
+    rows, cols = _AxisCells(row_taps, h), _AxisCells(col_taps, w)
+    a, b, c_, d = _cell_corners(source)
+    cy, cx = ((a != b) | (a != c_) | (a != d)).nonzero(as_tuple=True)
+    cy, cx = (t[(rows.count[cy] > 0) & (cols.count[cx] > 0)] for t in (cy, cx))  # cells some pixel falls in
+    if len(cy):
+        chunk = max(1, max_elements // (c * int(rows.count.max()) * int(cols.count.max())))
+        for k in range(0, len(cy), chunk):
+            _paint_cells(out, values.cpu(), rows, cols, cy[k:k + chunk].cpu(), cx[k:k + chunk].cpu())
     return label
 
 
