@@ -111,10 +111,18 @@ class Parser:
 
 
 def load(name_or_checkpoint: str | Path = "default", device: str | None = None, tta: bool = False,
-         backend: str | None = None, batch_size: int = 1) -> Parser:
-    """Load a shipped model by name or any hparse checkpoint (``best.pt``, ``last.pt``). ``backend``:
-    ``"torch"``, ``"onnxruntime"`` (``pip install "hparse[onnx]"``; CPU), ``"onnxruntime-int8"`` (the calibrated int8
-    network shipped with a model: ``default``) or ``None`` for the fastest installed."""
+         backend: str | None = None, batch_size: int = 1, label_set: str | None = None,
+         long_side: int | None = None) -> Parser:
+    """Load a shipped model by name, any hparse checkpoint (``best.pt``, ``last.pt``) or a released SCHP / CE2P
+    checkpoint (``label_set``: ``"lip"``, ``"atr"`` or ``"pascal_person_part"``; default from its class count).
+    ``backend``: ``"torch"``, ``"onnxruntime"`` (``pip install "hparse[onnx]"``; CPU), ``"onnxruntime-int8"`` (the
+    calibrated int8 network shipped with a model: ``default``) or ``None`` for the fastest installed.
+    ``long_side``: the network input's long side in pixels (default: the model's own; larger for photos whose
+    people are small)."""
     device = resolve_device(device)
-    model, cfg, meta = model_from_checkpoint(name_or_checkpoint, device)
+    model, cfg, meta = model_from_checkpoint(name_or_checkpoint, device, label_set=label_set)
+    if long_side is not None:
+        if int(long_side) < 32:
+            raise HParseError(f"long_side must be at least 32 pixels, got {long_side}")
+        cfg = {**cfg, "eval": {**cfg["eval"], "long_side": int(long_side)}}
     return Parser(model, cfg, meta, device, tta=tta, backend=backend, batch_size=batch_size)

@@ -34,16 +34,25 @@ def resolve_weights(name_or_path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code from pickles)."""
+def read_checkpoint(path: str | Path, map_location="cpu"):
+    """A saved file's content, loaded with ``weights_only=True`` (no arbitrary code from pickles)."""
     path = Path(path)
     if not path.is_file():
         raise HParseError(f"{path}: checkpoint not found")
     try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001
         raise HParseError(f"{path}: not a readable hparse checkpoint ({e.__class__.__name__}: {e})") from e
-    if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
+
+
+def is_hparse_checkpoint(ck) -> bool:
+    return isinstance(ck, dict) and "model" in ck and "config" in ck
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load an hparse checkpoint with ``weights_only=True``."""
+    ck = read_checkpoint(path, map_location)
+    if not is_hparse_checkpoint(ck):
         raise HParseError(f"{path}: not an hparse checkpoint (needs 'model' and 'config' entries)")
     return ck
 
@@ -125,13 +134,20 @@ class _Part(torch.nn.Module):
         return self.module.load_state_dict(state, strict=False, assign=assign)
 
 
-def model_from_checkpoint(name_or_path, device="cpu"):
-    """``(model, config, meta)`` rebuilt from a checkpoint's own config, in eval mode on ``device``."""
+def model_from_checkpoint(name_or_path, device="cpu", label_set: str | None = None):
+    """``(model, config, meta)`` rebuilt from a checkpoint's own config, in eval mode on ``device``; a released
+    SCHP or CE2P checkpoint (:mod:`hparse.models.released`) for ``label_set`` (default: what its class count
+    implies). ``label_set`` given for an hparse checkpoint must be the one it was trained for."""
     from ..models import build_model
 
     path = resolve_weights(name_or_path)
-    ck = load_checkpoint(path)
+    ck = read_checkpoint(path)
+    if not is_hparse_checkpoint(ck):
+        model, cfg, meta = released_from(ck, path, label_set)
+        return model.to(device).eval(), cfg, meta
     meta = checkpoint_meta(ck, path)
+    if label_set is not None and label_set != meta.name:
+        raise HParseError(f"{path}: trained for label set {meta.name!r}, not {label_set!r}")
     try:
         cfg = C.migrate_legacy(ck["config"])
         model = build_model(cfg["model"], meta)
@@ -139,6 +155,28 @@ def model_from_checkpoint(name_or_path, device="cpu"):
         raise HParseError(f"{path}: its config does not build a model ({e})") from None
     load_state(model, ck["model"], path)
     return model.to(device).eval(), cfg, meta
+
+
+def released_from(raw, path, label_set: str | None):
+    """``(model, config, meta)`` of a released SCHP / CE2P state dict (see :mod:`hparse.models.released`)."""
+    from ..models import build_model, released
+
+    state = released.unwrapped(raw) if isinstance(raw, dict) else {}
+    if released.release_of(state) is None:
+        raise HParseError(f"{path}: not an hparse checkpoint (needs 'model' and 'config' entries), nor a released "
+                          "SCHP or CE2P state dict")
+    try:
+        meta = get_meta(label_set or released.default_label_set(state))
+        model, model_cfg = released.released_model(state, meta, build_model)
+    except KeyError as e:
+        raise HParseError(f"{path}: {e.args[0]}") from None
+    except HParseError as e:
+        raise HParseError(f"{path}: {e}") from None
+    cfg = C.load_config(released.BASE_CONFIG)
+    cfg["model"], cfg["description"] = model_cfg, f"released {released.release_of(state).upper()} checkpoint {path}"
+    cfg["data"]["label_set"] = meta.name
+    cfg["eval"]["long_side"] = released.LONG_SIDE.get(meta.name, released.LONG_SIDE["lip"])
+    return model, cfg, meta
 
 
 def export_weights(src: str | Path, dst: str | Path, half: bool = False, extra: dict | None = None) -> Path:
