@@ -75,6 +75,13 @@ class Section(BaseModel):
 # ---------------------------------------------------------------------------------------------------------
 # sections
 
+class ExtraTrainData(Section):
+    """Another training set of the same label set, read alongside ``data`` (``data.extra_train``)."""
+    layout: str
+    root: str
+    split: str = "train"
+
+
 class DataConfig(Section):
     layout: str | None = None                      # reader layout (hparse.data.readers); needed to train
     root: str | None = None                        # dataset folder; needed to train
@@ -83,6 +90,7 @@ class DataConfig(Section):
     val_split: str | None = None                   # None: no validation during training
     input_size: Size = [512, 512]                  # H x W of training crops (model listings, benchmarks)
     train_transforms: Steps = []                   # [{type: name, **params}], see hparse.data.transforms
+    extra_train: list[ExtraTrainData] = []         # more training sets, same label set (e.g. composed canvases)
 
 
 class OptimizerConfig(Section):

@@ -234,3 +234,27 @@ def test_real_ccp(ccp_root, tmp_path):
         np.testing.assert_array_equal(s["human_ids"], c.human_ids)
         np.testing.assert_array_equal(s["instances"], c.instances)
         assert len(s["person_labels"]) == len(c.sources) >= 2
+
+
+def test_composed_canvases_train_alongside_their_source(ccp_like, composed):
+    """``data.extra_train``: CCP photos and their composed canvases read as one training set (the keys both have)."""
+    from hparse.data.dataset import MixedReader
+
+    single = build_reader("ccp", ccp_like, "train", label_set="ccp15")
+    multi = build_reader("cihp", composed, "train", label_set="ccp15")
+    mixed = MixedReader([single, multi])
+    assert len(mixed) == len(single) + len(multi) and mixed.meta.name == "ccp15"
+    first, last = mixed[0], mixed[len(mixed) - 1]
+    assert first["id"] == single[0]["id"] and last["id"] == multi[len(multi) - 1]["id"]
+    assert set(last) == set(first) == {"id", "image", "label", "meta"}        # no person maps from the canvases
+    with pytest.raises(DataError, match="different label sets"):
+        MixedReader([single, build_reader("ccp", ccp_like, "train", label_set="ccp")])
+
+
+def test_extra_train_is_a_checked_config_section():
+    from hparse import config as C
+
+    cfg = C.load_config("ce2p_light_ccp_robust")
+    assert cfg["data"]["extra_train"] == [{"layout": "cihp", "root": "data/ccp-multi", "split": "train"}]
+    with pytest.raises(ConfigError, match="extra_train"):
+        C.load_config("ce2p_light_ccp_robust", ["data.extra_train=[{layout: cihp}]"])

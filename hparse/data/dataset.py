@@ -9,6 +9,7 @@ readable one, so one bad file never ends an epoch.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -17,6 +18,28 @@ from torch.utils.data import Dataset, Sampler
 from ..errors import DataError
 
 log = logging.getLogger("hparse.data")
+
+
+class MixedReader(Sequence):
+    """Several readers of one label set read as one: their samples in turn (reader by reader), each keeping only
+    the keys every reader's samples have (e.g. a single-person set with composed multi-person canvases: image and
+    semantic label)."""
+
+    def __init__(self, readers: list):
+        names = {r.meta.name for r in readers}
+        if len(names) > 1:
+            raise DataError(f"training sets of different label sets cannot be mixed: {sorted(names)}")
+        self.readers, self.meta = list(readers), readers[0].meta
+        self.starts = np.cumsum([0] + [len(r) for r in readers])
+        self.keys = set.intersection(*(set(r[0]) for r in readers)) if all(len(r) for r in readers) else set()
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i: int) -> dict:
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        sample = self.readers[k][i - int(self.starts[k])]
+        return {key: value for key, value in sample.items() if key in self.keys}
 
 
 class ParsingDataset(Dataset):

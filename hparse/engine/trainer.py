@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import config as C
-from ..data.dataset import EpochSampler, ParsingDataset
+from ..data.dataset import EpochSampler, MixedReader, ParsingDataset
 from ..data.detection import build_collate
 from ..data.readers import build_reader
 from ..data.transforms import build_transforms
@@ -81,6 +81,10 @@ class Trainer:
         if d["root"] is None:
             raise ConfigError("data.root is not set (give data.root=PATH on the command line)")
         self.train_reader = build_reader(d["layout"], d["root"], d["train_split"], label_set=d["label_set"])
+        if d["extra_train"]:
+            extra = [build_reader(e["layout"], e["root"], e["split"], label_set=self.train_reader.meta.name)
+                     for e in d["extra_train"]]
+            self.train_reader = MixedReader([self.train_reader, *extra])
         self.meta = self.train_reader.meta
         self.dataset = ParsingDataset(self.train_reader, build_transforms(d["train_transforms"], self.meta),
                                       seed=self.seed)
