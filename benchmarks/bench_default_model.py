@@ -33,7 +33,7 @@ def ccp_miou(parser, config: str, root: Path, long_sides: list[int]) -> dict[int
     out = {}
     for side in long_sides:
         pred = parser.predictor_for({**cfg["eval"], "long_side": side})
-        results = evaluate_model(lambda images: pred.outputs(images), reader, evaluators, progress=False)
+        results = evaluate_model(pred.outputs, reader, evaluators, progress=False)
         out[side] = 100 * float(results["semantic"].summary()["miou"])
         print(f"CCP val, long side {side}: mIoU {out[side]:.2f}", file=sys.stderr)
     return out
