@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -153,3 +154,15 @@ def test_shipped_default_model_parses_examples(tmp_path):
     label = np.asarray(Image.open(tmp_path / f"{img.stem}.png"))
     assert label.shape == np.asarray(Image.open(img)).shape[:2]
     assert label.max() < 15 and (label > 0).mean() > 0.05  # finds some person parts
+
+
+def test_shipped_robust_model_parses_at_a_larger_long_side(tmp_path):
+    """The scale-robust fourth stage: same network and label set as ``default``, asked for a larger input."""
+    import hparse
+
+    p = hparse.load("robust", backend="torch", long_side=512)
+    assert p.meta.name == "ccp15" and p.predictor.long_side == 512
+    assert max(h["miou"] for h in torch.load(hparse.api.SHIPPED["robust"], weights_only=True)["history"]) > 0.46
+    img = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.jpg"))[0]
+    label = p.predict(img)
+    assert label.shape == np.asarray(Image.open(img)).shape[:2] and (label > 0).mean() > 0.05

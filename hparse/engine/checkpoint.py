@@ -14,7 +14,7 @@ from ..labels import get_meta
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 SHIPPED = {name: WEIGHTS_DIR / f"{name}.pt" for name in
-           ("default", "aiparsing_cpu_ccpmulti", "unified_cpu_ccpmulti")}
+           ("default", "robust", "aiparsing_cpu_ccpmulti", "unified_cpu_ccpmulti")}
 #: other names of shipped models: ``multi`` is the better of the two CPU instance models on ccp-multi val (README)
 ALIASES = {"multi": "aiparsing_cpu_ccpmulti"}
 
