@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 from pathlib import Path
@@ -225,6 +226,7 @@ def int8_runner(model: torch.nn.Module, model_cfg: dict | None, resizer, images:
             x = resizer.batch([im], scale)[0]
             batches += [x, x.flip(-1)]
     h = hashlib.sha256(network_key(model, model_cfg).encode())
+    h.update(inspect.getsource(quantize_int8).encode())     # another quantisation recipe: another network
     for x in batches:
         h.update(x.to("cpu", torch.float32).contiguous().numpy().tobytes())
     path = cache_dir() / f"{type(model).__name__.lower()}-int8-{h.hexdigest()[:32]}.onnx"
