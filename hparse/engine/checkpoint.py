@@ -161,19 +161,20 @@ def released_from(raw, path, label_set: str | None):
     """``(model, config, meta)`` of a released SCHP / CE2P state dict (see :mod:`hparse.models.released`)."""
     from ..models import build_model, released
 
-    state = released.unwrapped(raw) if isinstance(raw, dict) else {}
-    if released.release_of(state) is None:
+    found = released.identify(raw)
+    if found is None:
         raise HParseError(f"{path}: not an hparse checkpoint (needs 'model' and 'config' entries), nor a released "
                           "SCHP or CE2P state dict")
+    state, release = found
     try:
-        meta = get_meta(label_set or released.default_label_set(state))
-        model, model_cfg = released.released_model(state, meta, build_model)
+        meta = get_meta(label_set or released.default_label_set(state, release))
+        model, model_cfg = released.released_model(state, release, meta, build_model)
     except KeyError as e:
         raise HParseError(f"{path}: {e.args[0]}") from None
     except HParseError as e:
         raise HParseError(f"{path}: {e}") from None
     cfg = C.load_config(released.BASE_CONFIG)
-    cfg["model"], cfg["description"] = model_cfg, f"released {released.release_of(state).upper()} checkpoint {path}"
+    cfg["model"], cfg["description"] = model_cfg, f"released {release.upper()} checkpoint {path}"
     cfg["data"]["label_set"] = meta.name
     cfg["eval"]["long_side"] = released.LONG_SIDE.get(meta.name, released.LONG_SIDE["lip"])
     return model, cfg, meta

@@ -118,11 +118,13 @@ class GridScores:
     values: torch.Tensor
     span: tuple[float, float]
 
-    def taps(self, size: Sequence[int]) -> tuple:
-        """Row and column taps from the grid to an image of ``size`` (H, W)."""
+    def taps(self, size: Sequence[int], covers: Sequence[float] | None = None) -> tuple:
+        """Row and column taps from the grid to ``size`` (rows, cols) cells of which ``covers`` (default: all)
+        are the image: to the image itself, or to another grid (its ``span``)."""
         (h, w), dev = self.values.shape[1:], self.values.device
-        return (_linear_taps(h, int(size[0]), dev, self.span[0] / int(size[0])),
-                _linear_taps(w, int(size[1]), dev, self.span[1] / int(size[1])))
+        covers = size if covers is None else covers
+        return (_linear_taps(h, int(size[0]), dev, self.span[0] / covers[0]),
+                _linear_taps(w, int(size[1]), dev, self.span[1] / covers[1]))
 
     def resized(self, size: Sequence[int]) -> torch.Tensor:
         """(C, H, W): the scores bilinearly resized to an image of ``size`` (memory grows with the image)."""
@@ -134,12 +136,11 @@ def as_grid(scores: torch.Tensor | GridScores) -> GridScores:
     return scores if isinstance(scores, GridScores) else GridScores(scores, tuple(scores.shape[1:]))
 
 
-def _row_bands(height: int, channels: int, width: int, max_elements: int, start: int = 0) -> Iterator[slice]:
-    """Consecutive slices of rows ``start .. start + height`` holding at most ``max_elements`` values each (at
-    least one row)."""
+def _row_bands(height: int, channels: int, width: int, max_elements: int) -> Iterator[slice]:
+    """Consecutive slices of ``height`` rows holding at most ``max_elements`` values each (at least one row)."""
     step = max(1, max_elements // max(1, channels * width))
-    for r0 in range(start, start + height, step):
-        yield slice(r0, min(start + height, r0 + step))
+    for r0 in range(0, height, step):
+        yield slice(r0, min(height, r0 + step))
 
 
 def _resize_rows(scores: torch.Tensor, row_taps, col_taps, rows: slice) -> torch.Tensor:
@@ -217,22 +218,23 @@ def upsample_argmax(scores: torch.Tensor | GridScores, size: Sequence[int],
     boundary are interpolated, a chunk of cells at a time. Memory: the label map, bands of ``max_elements``
     output pixels and at most ``max_elements`` interpolated scores at a time."""
     grid = as_grid(scores)
-    values, (H, W) = grid.values.float(), (int(size[0]), int(size[1]))
+    grid = GridScores(grid.values.float().cpu(), grid.span)     # the label map is a NumPy array: work beside it
+    values, (H, W) = grid.values, (int(size[0]), int(size[1]))
     c, h, w = values.shape
     row_taps, col_taps = grid.taps((H, W))
     source = values.max(0).indices.to(torch.uint8)
     label = np.empty((H, W), np.uint8)
     out = torch.from_numpy(label)
     for band in _row_bands(H, 1, W, max_elements):
-        out[band] = source.index_select(0, row_taps[0][band, 0]).index_select(1, col_taps[0][:, 0]).cpu()
+        out[band] = source.index_select(0, row_taps[0][band, 0]).index_select(1, col_taps[0][:, 0])
     rows, cols = _AxisCells(row_taps, h), _AxisCells(col_taps, w)
-    a, b, c_, d = _cell_corners(source)
-    cy, cx = ((a != b) | (a != c_) | (a != d)).nonzero(as_tuple=True)
+    first, *others = _cell_corners(source)
+    cy, cx = torch.stack([first != o for o in others]).any(0).nonzero(as_tuple=True)   # cells across a boundary
     cy, cx = (t[(rows.count[cy] > 0) & (cols.count[cx] > 0)] for t in (cy, cx))  # cells some pixel falls in
     if len(cy):
         chunk = max(1, max_elements // (c * int(rows.count.max()) * int(cols.count.max())))
         for k in range(0, len(cy), chunk):
-            _paint_cells(out, values.cpu(), rows, cols, cy[k:k + chunk].cpu(), cx[k:k + chunk].cpu())
+            _paint_cells(out, values, rows, cols, cy[k:k + chunk], cx[k:k + chunk])
     return label
 
 
@@ -330,9 +332,7 @@ class Predictor:
             rows, cols = (min(n, math.ceil(extent - 1e-6)) for n, extent in zip(out.shape[1:], span))
             values = to_scores(out[:, :rows, :cols].float()).clone(memory_format=torch.contiguous_format)
             return GridScores(values, span)
-        (h, w), dev = grid.values.shape[1:], out.device
-        grid.values += to_scores(_resample(out, _linear_taps(out.shape[1], h, dev, span[0] / grid.span[0]),
-                                           _linear_taps(out.shape[2], w, dev, span[1] / grid.span[1])))
+        grid.values += to_scores(_resample(out, *GridScores(out, span).taps(grid.values.shape[1:], grid.span)))
         return grid
 
     @torch.no_grad()

@@ -72,6 +72,13 @@ def unwrapped(state: dict) -> dict:
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
+def identify(raw) -> tuple[dict, str] | None:
+    """``(unwrapped state dict, "schp" | "ce2p")`` of a saved file's content, or None when it is neither."""
+    state = unwrapped(raw) if isinstance(raw, dict) else {}
+    release = release_of(state)
+    return None if release is None else (state, release)
+
+
 def release_of(state: dict) -> str | None:
     """``"schp"``, ``"ce2p"`` or None: whose naming an (unwrapped) state dict has."""
     keys = set(state)
@@ -85,9 +92,9 @@ def num_classes_of(state: dict, release: str) -> int:
     return int(state[f"{_HEADS[release][3]}.3.weight"].shape[0])
 
 
-def default_label_set(state: dict) -> str:
+def default_label_set(state: dict, release: str) -> str:
     """The label set a release's class count implies (LIP 20, ATR 18, PASCAL-Person-Part 7)."""
-    n = num_classes_of(state, release_of(state))
+    n = num_classes_of(state, release)
     if n not in LABEL_SET_OF_CLASSES:
         raise HParseError(f"a released checkpoint with {n} classes: name its label set (label_set=...)")
     return LABEL_SET_OF_CLASSES[n]
@@ -106,13 +113,10 @@ def renamed(state: dict, release: str) -> dict:
     return out
 
 
-def released_model(raw: dict, meta, build) -> tuple[torch.nn.Module, dict]:
-    """``(model, model config)`` from a released SCHP / CE2P state dict for label set ``meta``; ``build`` is
-    :func:`hparse.models.build_model`. The weights load strictly (every key and shape accounted for)."""
-    state = unwrapped(raw)
-    release = release_of(state)
-    if release is None:
-        raise HParseError("not an hparse checkpoint, nor a released SCHP or CE2P one")
+def released_model(state: dict, release: str, meta, build) -> tuple[torch.nn.Module, dict]:
+    """``(model, model config)`` from a release's unwrapped state dict (:func:`identify`) for label set ``meta``;
+    ``build`` is :func:`hparse.models.build_model`. The weights load strictly (every key and shape accounted
+    for)."""
     n = num_classes_of(state, release)
     if n != meta.num_classes:
         raise HParseError(f"the {release.upper()} checkpoint has {n} classes, label set {meta.name!r} "
