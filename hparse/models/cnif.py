@@ -39,10 +39,11 @@ level (node features are folded into the batch); ``head_sharing="node"`` gives e
 =================  =====================================================================================
 ``backbone``       level 1 only (LSF + node SE + direct head): "direct inference w/o hierarchy"
 ``direct``         direct inference on all three levels
-``direct_bu``      + bottom-up; each node's output is the mean of its sources' logits (no gates)
-``direct_td``      + top-down; mean of sources
-``direct_bu_td``   + both; mean of sources
-``fixed``          + both, fused by F∪ with input-independent learnt gates σ(w_v,s) (Fig. 4e)
+``direct_bu``      + bottom-up; each node's sources fused by F∪ without gates (Table 6: the full model but
+                   for "+ conditional fusion")
+``direct_td``      + top-down; F∪ without gates
+``direct_bu_td``   + both; F∪ without gates
+``fixed``          + both, F∪ with input-independent learnt gates σ(w_v,s) (Fig. 4e)
 ``full``           + both, conditional fusion: F∪ with the input-conditioned gates (the paper's model)
 =================  =====================================================================================
 
@@ -82,9 +83,9 @@ SOURCE_NAMES = ("direct", "top-down", "bottom-up")
 MODES: dict[str, tuple[tuple[str, ...], str | None]] = {
     "backbone": ((), None),
     "direct": ((), None),
-    "direct_bu": (("bu",), "mean"),
-    "direct_td": (("td",), "mean"),
-    "direct_bu_td": (("td", "bu"), "mean"),
+    "direct_bu": (("bu",), "ungated"),
+    "direct_td": (("td",), "ungated"),
+    "direct_bu_td": (("td", "bu"), "ungated"),
     "fixed": (("td", "bu"), "fixed"),
     "full": (("td", "bu"), "conditional"),
 }
@@ -201,9 +202,13 @@ class CNIF(ParsingModel):
                  aspp_dilations=(6, 12, 18), aspp_branch_ch: int | None = None, feat_ch: int = 512,
                  level_ch: int = 512, se_reduction: int = 16, head_ch: int = 128, td_ch: int = 64, bu_ch: int = 64,
                  fusion_ch: int = 32, head_sharing: str = "level", message: str = "prob"):
-        super().__init__(meta, loss)
         if mode not in MODES:
             raise ValueError(f"cnif: unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        levels = (1,) if mode == "backbone" else LEVELS
+        # Eq. 18 sums over the levels the model has: the backbone mode drops the terms of levels 2-3
+        absent = {f"sources_l{lvl}" for lvl in LEVELS if lvl not in levels}
+        loss = [t for t in loss or () if t.get("pred") not in absent]
+        super().__init__(meta, loss or None)
         if head_sharing not in ("level", "node"):
             raise ValueError(f"cnif: head_sharing must be 'level' or 'node', not {head_sharing!r}")
         if message not in ("prob", "logit"):
@@ -211,7 +216,7 @@ class CNIF(ParsingModel):
         self.hierarchy = hier = Hierarchy(meta)
         self.mode, self.message = mode, message
         extra, self.fusion = MODES[mode]
-        self.levels = (1,) if mode == "backbone" else LEVELS
+        self.levels = levels
         shared = head_sharing == "level"
 
         backbone = dict(backbone or {"name": "resnet101", "deep_stem": True, "output_stride": 16})
@@ -237,9 +242,10 @@ class CNIF(ParsingModel):
                                  for lvl in self.levels if "td" in self.sources[lvl]})
         self.bu = nn.ModuleDict({f"l{lvl}": NodeConvs(level_ch + 1, bu_ch, n[lvl], (3, 3, 1), shared)
                                  for lvl in self.levels if "bu" in self.sources[lvl]})
-        if self.fusion in ("fixed", "conditional"):
+        if self.fusion is not None:  # F∪ (Eq. 17), gated or not
             self.fuse = nn.ModuleDict({f"l{lvl}": NodeConvs(len(self.sources[lvl]), fusion_ch, n[lvl], (1, 1, 1),
-                                                            shared, norm=False) for lvl in self.levels})
+                                                            shared, norm=False)
+                                       for lvl in self.levels if len(self.sources[lvl]) > 1})
         if self.fusion == "conditional":
             self.gate_direct = nn.ModuleDict({f"l{lvl}": NodeGates([level_ch] * n[lvl]) for lvl in self.levels})
             # gate_td["l1"][u]: the FC of level-2 node u, gating the top-down message to its level-1 children
@@ -332,12 +338,12 @@ class CNIF(ParsingModel):
         for lvl in self.levels:
             srcs = self.sources[lvl]
             stack = torch.stack([preds[lvl][s] for s in srcs], 2)  # (B, N, S, H, W)
-            if len(srcs) == 1:  # a mean-fusion mode on a level with one source: no fusion
+            if len(srcs) == 1:  # a level with one source (e.g. level 1 of direct_bu): no fusion
                 fused[lvl] = preds[lvl]["direct"]
                 out[f"sources_l{lvl}"] = stack.transpose(1, 2)
                 continue
-            if self.fusion == "mean":
-                fused[lvl] = stack.mean(2)
+            if self.fusion == "ungated":
+                fused[lvl] = self.fuse[f"l{lvl}"](stack)
             else:
                 g = self._gates(lvl, caps, b)  # (B, N, S)
                 fused[lvl] = self.fuse[f"l{lvl}"](stack * g[..., None, None])
