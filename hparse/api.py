@@ -12,7 +12,8 @@ from .devices import resolve_device
 from .engine import backends
 from .engine.checkpoint import SHIPPED, model_from_checkpoint, resolve_weights  # noqa: F401 (re-exported)
 from .engine.inference import make_predictor
-from .errors import HParseError
+from .engine.topdown import SmallPeopleRefiner
+from .errors import HParseError, UnsupportedOutput
 from .io.image import read_image, to_rgb
 from .labels import DatasetMeta
 
@@ -26,11 +27,14 @@ class Parser:
     """
 
     def __init__(self, model: torch.nn.Module, config: dict, meta: DatasetMeta, device: str = "cpu",
-                 tta: bool = False, backend: str | None = "torch", batch_size: int = 1):
+                 tta: bool = False, backend: str | None = "torch", batch_size: int = 1, people=None):
         if batch_size < 1:
             raise HParseError(f"batch_size must be at least 1, got {batch_size}")
+        if people is not None and getattr(model, "task", "semantic") != "semantic":
+            raise HParseError("people: small people are parsed again by semantic models only")
         self.model, self.config, self.meta, self.device = model, config, meta, device
         self.batch_size = batch_size
+        self.people = people   # a SmallPeopleRefiner (hparse.engine.topdown) or None
         self.backend = backends.resolve_backend(backend, model, device)
         channels_last = str(device) == "cpu"
         runner = None
@@ -74,10 +78,14 @@ class Parser:
         image covers, no padding). Instance models: :class:`~hparse.structures.PersonInstances` per image. A single
         image gives a single result, a list gives a list (run ``batch_size`` images at a time)."""
         arrays, single = self._arrays(images)
+        if self.people is not None and return_probs:
+            raise UnsupportedOutput("probabilities are not given when small people are parsed again (people=...)")
         out = []
         for start in range(0, len(arrays), self.batch_size):
             out += self.predictor.predict(arrays[start:start + self.batch_size], return_probs=return_probs,
                                           probs_at=probs_at)
+        if self.people is not None:
+            out = [self.people(self.predictor, image, label) for image, label in zip(arrays, out)]
         return out[0] if single else out
 
     def use_int8(self, calibration, check=None, min_agreement: float = backends.MIN_INT8_AGREEMENT) -> float:
@@ -112,17 +120,21 @@ class Parser:
 
 def load(name_or_checkpoint: str | Path = "default", device: str | None = None, tta: bool = False,
          backend: str | None = None, batch_size: int = 1, label_set: str | None = None,
-         long_side: int | None = None) -> Parser:
+         long_side: int | None = None, people: str | Path | None = None) -> Parser:
     """Load a shipped model by name, any hparse checkpoint (``best.pt``, ``last.pt``) or a released SCHP / CE2P
     checkpoint (``label_set``: ``"lip"``, ``"atr"`` or ``"pascal_person_part"``; default from its class count).
     ``backend``: ``"torch"``, ``"onnxruntime"`` (``pip install "hparse[onnx]"``; CPU), ``"onnxruntime-int8"`` (the
     calibrated int8 network shipped with a model: ``default``) or ``None`` for the fastest installed.
     ``long_side``: the network input's long side in pixels (default: the model's own; larger for photos whose
-    people are small)."""
+    people are small). ``people``: an instance model (shipped name or checkpoint) whose detections of small people
+    are parsed again on their own crops (:class:`~hparse.engine.topdown.SmallPeopleRefiner`; labels only)."""
     device = resolve_device(device)
     model, cfg, meta = model_from_checkpoint(name_or_checkpoint, device, label_set=label_set)
     if long_side is not None:
         if int(long_side) < 32:
             raise HParseError(f"long_side must be at least 32 pixels, got {long_side}")
         cfg = {**cfg, "eval": {**cfg["eval"], "long_side": int(long_side)}}
-    return Parser(model, cfg, meta, device, tta=tta, backend=backend, batch_size=batch_size)
+    refiner = None
+    if people is not None:
+        refiner = SmallPeopleRefiner(load(people, device=device))
+    return Parser(model, cfg, meta, device, tta=tta, backend=backend, batch_size=batch_size, people=refiner)

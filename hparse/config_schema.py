@@ -138,6 +138,7 @@ class TrainConfig(OptimizerConfig):
     sync_bn: bool = False                          # SyncBatchNorm across GPU processes (torchrun)
     find_unused_parameters: bool = False           # DDP: a model with weights its losses do not reach
     seed: NonNegativeInt = 0
+    repeat_factor_threshold: Fraction | None = None  # repeat-factor sampling of images holding rare classes (LVIS)
     workers: NonNegativeInt = 2
     checkpoint_every: PositiveInt = 100            # steps
     val_every: PositiveInt = 1                     # epochs

@@ -34,7 +34,7 @@ from .test_aiparsing import TINY as TINY_AIPARSING
 from .test_unified import TINY as TINY_UNIFIED
 
 ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 
 META = get_meta("ccp15")
 # image sizes -> network inputs at long side 128 (padded to multiples of 32): 96x128 (81x128 padded),
@@ -91,7 +91,6 @@ def test_onnx_agrees_with_pytorch_at_other_sizes(config, tmp_path):
 
 
 def test_onnx_metadata_and_input_contract(tmp_path):
-    import onnx
 
     model = light_model("cnif_light_ccp")
     proto = onnx.load(str(export_onnx(model, tmp_path / "net.onnx")))
@@ -181,6 +180,11 @@ def test_int8_is_selected_only_above_the_agreement_floor():
     assert parser.backend == "onnxruntime" and parser.predictor.runner.name == "onnxruntime"
     agreement = parser.use_int8(calibration, check=photos(), min_agreement=0.0)
     assert 0.9 < agreement <= 1 and parser.predictor.runner.name == "onnxruntime-int8"
+    graph = onnx.load(str(parser.predictor.runner.path)).graph
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert all(made_by.get(x) != "DequantizeLinear" for x in convs[0].input)   # the image's conv stays float32
+    assert all(made_by.get(x) == "DequantizeLinear" for c in convs[1:] for x in c.input[:2])
 
 
 def test_the_shipped_int8_network_agrees_with_float32_and_is_found_by_the_weights():
@@ -263,7 +267,6 @@ def assert_dense_outputs_agree(outs: dict[str, np.ndarray], ref: dict[str, np.nd
 
 @pytest.mark.parametrize("kind", list(INSTANCE_MODELS))
 def test_instance_dense_network_onnx_agrees_with_pytorch_at_other_sizes(kind, tmp_path, one_thread):
-    import onnx
 
     model = tiny_instance_model(kind)
     names = INSTANCE_MODELS[kind][2]
@@ -300,7 +303,6 @@ def test_instance_dense_network_torchscript_agrees_with_pytorch(kind, tmp_path, 
 
 
 def test_export_cli_writes_a_shipped_instance_models_dense_network(tmp_path, one_thread):
-    import onnx
 
     res = CliRunner().invoke(app, ["export", "aiparsing_cpu_ccpmulti", str(tmp_path / "m.onnx"), "--format", "onnx"])
     assert res.exit_code == 0 and "opset 17" in res.output, res.output

@@ -166,3 +166,17 @@ def test_shipped_robust_model_parses_at_a_larger_long_side(tmp_path):
     img = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.jpg"))[0]
     label = p.predict(img)
     assert label.shape == np.asarray(Image.open(img)).shape[:2] and (label > 0).mean() > 0.05
+
+
+def test_people_option_parses_small_people_again_and_refuses_what_it_cannot_give(tmp_path):
+    """``--people MODEL``: labels only (``--probs`` is a usage error), an instance model only, and a folder parsed
+    without it is redone with it (the detector is part of what decides the labels)."""
+    img = str(sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.jpg"))[0])
+    out = str(tmp_path / "out")
+    res = runner.invoke(app, ["parse", img, "--out", out, "--people", "unified_cpu_ccpmulti", "--probs"])
+    assert res.exit_code == 2 and "probabilities" in res.output
+    res = runner.invoke(app, ["parse", img, "--out", out, "--people", "default"])
+    assert res.exit_code == 2 and "instance model" in res.output
+    assert runner.invoke(app, ["parse", img, "--out", out, "--backend", "torch"]).exit_code == 0
+    res = runner.invoke(app, ["parse", img, "--out", out, "--backend", "torch", "--people", "unified_cpu_ccpmulti"])
+    assert res.exit_code == 0 and "1 parsed, 0 skipped" in res.output

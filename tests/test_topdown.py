@@ -106,3 +106,36 @@ def test_a_detector_feeds_the_boxes_and_they_are_saved(tmp_path):
     saved = read_box_file(out / "boxes.json")          # the detections, reusable as --boxes FILE
     assert sorted(saved) == ["s0", "s1"]
     np.testing.assert_allclose(saved["s0"], [[8, 10, 30, 50, 0.9], [40, 5, 70, 55, 0.8]], rtol=1e-6)
+
+
+def box_detector():
+    return SimpleNamespace(model=SimpleNamespace(task="instance"), predict=BoxOracle().predict)
+
+
+def test_small_people_are_parsed_again_on_their_crops():
+    """At long side 100 (x1.25) the left person is 50 px tall (< 0.6 x 100: parsed again), the right one 62.5 px
+    (kept), the third scores below 0.5 (ignored); the crop's parts replace the whole photo's inside its box only."""
+    from hparse.engine.topdown import SmallPeopleRefiner
+
+    s = scene(0)
+    oracle = ColourOracle()
+    oracle.resizer = SimpleNamespace(long_side=100)
+    refiner = SmallPeopleRefiner(box_detector(), min_score=0.5, max_height=0.6, context=0.5)
+    np.testing.assert_allclose(refiner.small_people(s["image"], 100), [[8, 10, 30, 50, 0.9]])
+    missed = np.zeros((60, 80), np.uint8)     # a whole-photo parse that found nobody
+    got = refiner(oracle, s["image"], missed)
+    np.testing.assert_array_equal(got[10:50, 8:30], s["label"][10:50, 8:30])
+    got[10:50, 8:30] = 0
+    assert not got.any()
+    nobody = SmallPeopleRefiner(box_detector(), min_score=0.95)
+    assert nobody(oracle, s["image"], missed) is missed                      # no small person: labels kept
+
+
+def test_people_needs_an_instance_model():
+    import pytest
+
+    from hparse.engine.topdown import SmallPeopleRefiner
+    from hparse.errors import HParseError
+
+    with pytest.raises(HParseError, match="instance model"):
+        SmallPeopleRefiner(SimpleNamespace(model=SimpleNamespace(task="semantic")))

@@ -35,6 +35,9 @@ def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or 
                                                    "pascal_person_part (default: from its class count)"),
           long_side: int = typer.Option(None, min=32, help="network input long side in pixels (default: the "
                                                            "model's; larger for photos whose people are small)"),
+          people: str = typer.Option(None, help="an instance model (shipped name, e.g. unified_cpu_ccpmulti, or "
+                                                "checkpoint) whose detections of small people are parsed again on "
+                                                "their own crops (labels only: not with --probs)"),
           device: str = device_option(),
           batch_size: int = typer.Option(1, help="images per forward pass", callback=check_batch_size),
           tta: bool = typer.Option(False, help="multi-scale + flip test-time augmentation"),
@@ -80,7 +83,7 @@ def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or 
     try:
         max_pixels()   # a malformed HPARSE_MAX_PIXELS is a usage mistake, before the model loads
         parser = load(model, device=distributed.local_device(device) if device else None, tta=tta, backend=backend,
-                      batch_size=batch_size, label_set=label_set, long_side=long_side)
+                      batch_size=batch_size, label_set=label_set, long_side=long_side, people=people)
         images = [i for i in inputs if not is_video_file(i)]
         rep = parse_files(parser, images, out, batch_size, overwrite, masks, probs, sidecar, palette,
                           extras=extra_overlays if extras else None, png_mode=png_mode, probs_format=probs_format,

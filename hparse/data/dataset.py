@@ -70,6 +70,31 @@ class ParsingDataset(Dataset):
         raise DataError(f"{self.max_retries} consecutive samples from index {i} could not be read")
 
 
+def class_presence(reader, num_classes: int, progress: bool = False) -> np.ndarray:
+    """Which classes occur in each labelled sample of ``reader`` (samples x classes, bool; a sample that fails to
+    load counts as holding none)."""
+    from tqdm import tqdm
+
+    present = np.zeros((len(reader), num_classes), bool)
+    for i in tqdm(range(len(reader)), desc="class presence", disable=not progress):
+        try:
+            label = reader[i]["label"]
+        except DataError:
+            continue
+        present[i] = np.bincount(label[label < num_classes].ravel(), minlength=num_classes) > 0
+    return present
+
+
+def repeat_factors(present: np.ndarray, threshold: float) -> np.ndarray:
+    """LVIS's repeat factor per image from ``present`` (images x classes, bool: the class occurs in the image):
+    a class seen in a fraction f of the images gets r = max(1, sqrt(threshold / f)), an image the largest r of
+    its classes, so images holding rare classes are drawn more often."""
+    present = np.asarray(present, bool)
+    freq = present.mean(0)
+    class_r = np.maximum(1.0, np.sqrt(threshold / np.maximum(freq, 1e-12)))
+    return np.where(present, class_r[None, :], 1.0).max(1, initial=1.0)
+
+
 class EpochSampler(Sampler):
     """A seeded permutation per epoch that can start part-way (for exact resume), shared by ``world`` processes:
     the permutation is cut into batches of ``batch_size`` and process ``rank`` takes every ``world``-th batch
@@ -77,10 +102,18 @@ class EpochSampler(Sampler):
     would take with ``world`` times the gradient accumulation. ``start`` counts this process's samples."""
 
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True, batch_size: int = 1, rank: int = 0,
-                 world: int = 1):
+                 world: int = 1, repeats: np.ndarray | None = None):
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.batch_size, self.rank, self.world = batch_size, rank, world
         self.epoch, self.start = 0, 0
+        self.repeats = None if repeats is None else np.asarray(repeats, np.float64)
+        if self.repeats is not None and (self.repeats.shape != (n,) or (self.repeats < 1).any()):
+            raise DataError(f"repeat factors must be {n} numbers >= 1")
+
+    @property
+    def epoch_length(self) -> int:
+        """Samples per epoch: the dataset's size, or the sum of the repeat factors (rounded)."""
+        return self.n if self.repeats is None or not self.shuffle else int(round(self.repeats.sum()))
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
@@ -88,7 +121,17 @@ class EpochSampler(Sampler):
     def permutation(self) -> list[int]:
         if not self.shuffle:
             return list(range(self.n))
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch)).tolist()
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        if self.repeats is None:
+            return torch.randperm(self.n, generator=g).tolist()
+        # repeat-factor sampling (LVIS): index i appears floor(r_i) times, once more with probability frac(r_i);
+        # the shuffled list is cut or cycled to the fixed epoch length so the schedule stays fixed
+        r = torch.from_numpy(self.repeats)
+        counts = r.floor().long() + (torch.rand(self.n, generator=g, dtype=torch.float64) < r - r.floor()).long()
+        order = torch.repeat_interleave(torch.arange(self.n), counts)
+        order = order[torch.randperm(len(order), generator=g)].tolist()
+        length = self.epoch_length
+        return (order * (length // len(order) + 1))[:length]
 
     def order(self) -> list[int]:
         """This process's samples of the epoch, in order (whole batches only when shared)."""

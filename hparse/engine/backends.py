@@ -137,7 +137,8 @@ def _models_source_digest() -> str:
     return h.hexdigest()
 
 
-def _hash_tensors(h, model: torch.nn.Module) -> None:
+def hash_weights(h, model: torch.nn.Module) -> None:
+    """Feed a model's parameters and buffers (names, dtypes, shapes, bytes) into the hash ``h``."""
     tensors = dict(model.named_parameters())
     tensors.update(model.named_buffers())
     for name in sorted(tensors):
@@ -149,7 +150,7 @@ def _hash_tensors(h, model: torch.nn.Module) -> None:
 def weights_key(model: torch.nn.Module) -> str:
     """Hash of a model's class, label set, weights and buffers (what names a shipped int8 network)."""
     h = hashlib.sha256(f"{type(model).__name__}:{model.meta.name}".encode())
-    _hash_tensors(h, model)
+    hash_weights(h, model)
     return h.hexdigest()[:32]
 
 
@@ -166,7 +167,7 @@ def network_key(model: torch.nn.Module, model_cfg: dict | None = None) -> str:
               "code": _models_source_digest(), "model": type(model).__name__, "repr": repr(model),
               "config": model_cfg, "label_set": model.meta.name}
     h.update(json.dumps(header, sort_keys=True, default=str).encode())
-    _hash_tensors(h, model)
+    hash_weights(h, model)
     return h.hexdigest()[:32]
 
 
@@ -189,9 +190,12 @@ def prune_cache(keep: int = MAX_CACHED) -> None:
 # -- int8 ------------------------------------------------------------------------------------------------------
 def quantize_int8(fp32_path: str | Path, out: str | Path, calibration: list[torch.Tensor]) -> Path:
     """Static int8 quantisation (QDQ, per-channel weights, min-max activation ranges) of an exported network,
-    calibrated on padded 0..255 input batches (what the predictor feeds), written atomically."""
+    calibrated on padded 0..255 input batches (what the predictor feeds), written atomically. The first
+    convolution, which reads the normalised image, stays float32: quantising it alone cost the ``robust`` model
+    a point of label agreement with float32 on CCP val (98.36 % -> 99.27 % without it), no other layer mattered."""
     import tempfile
 
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -208,8 +212,9 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, calibration: list[torc
     with tempfile.TemporaryDirectory(prefix="hparse-int8-") as tmp_dir, atomic_path(out) as tmp:
         prepared = Path(tmp_dir) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
+        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]  # topological order
         quantize_static(str(prepared), str(tmp), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=convs[:1])
     return Path(out)
 
 

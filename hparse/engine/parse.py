@@ -64,7 +64,7 @@ from ..io.instance_outputs import (
     write_instance_outputs,
 )
 from ..viz import overlay
-from . import distributed
+from . import backends, distributed
 from .prediction import SEMANTIC_SCORE_THRESH, PeoplePrediction, Prediction, as_prediction  # noqa: F401
 
 log = logging.getLogger("hparse.parse")
@@ -216,9 +216,11 @@ def model_fingerprint(parser) -> str:
     """A digest of the parser's weights, label set and test-time settings: what decides its outputs."""
     h = hashlib.blake2b(digest_size=16)
     h.update(parser.meta.name.encode())
-    for name, t in sorted(parser.model.state_dict().items()):
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    backends.hash_weights(h, parser.model)
+    people = getattr(parser, "people", None)
+    if people is not None:   # small people parsed again: the detector and its settings decide labels too
+        backends.hash_weights(h, people.detector.model)
+        h.update(f"people {people.min_score} {people.max_height} {people.context}".encode())
     pred = parser.predictor
     test_time = {k: getattr(pred, k, None) for k in ("scales", "flip", "average")}
     test_time.update(long_side=pred.resizer.long_side, size_divisor=pred.resizer.size_divisor,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import DataError
+from ..errors import DataError, HParseError
 from ..evaluation import ground_truth_instances
 from ..io import instance_outputs as io
 from ..io.atomic import write_text_atomic
@@ -55,6 +55,36 @@ def parse_people(predictor, image: np.ndarray, boxes: np.ndarray, scores: np.nda
         bx2, by2 = min(int(np.ceil(box[2])), cx2), min(int(np.ceil(box[3])), cy2)
         parsings[k, by1:by2, bx1:bx2] = label[by1 - cy1:by2 - cy1, bx1 - cx1:bx2 - cx1]
     return PersonInstances((h, w), boxes=boxes, scores=scores, parsings=parsings, part_scores=part_scores)
+
+
+class SmallPeopleRefiner:
+    """The automatic choice for photos whose people are small: a person detector (an instance parser) finds the
+    people; each scoring at least ``min_score`` whose box, at the network's input scale, is shorter than
+    ``max_height`` of the network's long side is parsed again on its own crop (:func:`parse_people`: box +
+    ``context``, at the parser's long side) and, inside its box, the parts that crop finds replace the whole
+    photo's labels (higher-scoring people last, so on top). Larger people keep the whole-photo labels."""
+
+    def __init__(self, detector, min_score: float = 0.5, max_height: float = 0.6, context: float = 0.1):
+        if getattr(detector.model, "task", "semantic") != "instance":
+            raise HParseError("people: a semantic model finds no people; give an instance model")
+        self.detector, self.min_score, self.max_height, self.context = detector, min_score, max_height, context
+
+    def small_people(self, image: np.ndarray, long_side: int) -> np.ndarray:
+        """(N, 5) boxes with scores of the people to parse again, lowest score first."""
+        rows = detected_boxes(self.detector, self.min_score)(image)
+        heights = (rows[:, 3] - rows[:, 1]) * long_side / max(image.shape[:2])
+        rows = rows[heights < self.max_height * long_side]
+        return rows[np.argsort(rows[:, 4], kind="stable")]
+
+    def __call__(self, predictor, image: np.ndarray, label: np.ndarray) -> np.ndarray:
+        rows = self.small_people(image, predictor.resizer.long_side)
+        if not len(rows):
+            return label
+        people = parse_people(predictor, image, rows[:, :4], rows[:, 4], self.context)
+        out = label.copy()
+        for parsing in people.parsings:
+            out[parsing > 0] = parsing[parsing > 0]
+        return out
 
 
 def read_box_file(path: str | Path) -> dict[str, np.ndarray]:

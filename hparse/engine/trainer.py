@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import config as C
-from ..data.dataset import EpochSampler, MixedReader, ParsingDataset
+from ..data.dataset import EpochSampler, MixedReader, ParsingDataset, class_presence, repeat_factors
 from ..data.detection import build_collate
 from ..data.readers import build_reader
 from ..data.transforms import build_transforms
@@ -98,7 +98,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, t)
         self.batch_size, self.accumulate, self.epochs = int(t["batch_size"]), int(t["accumulate"]), int(t["epochs"])
         self.global_batch = self.batch_size * self.accumulate * self.world
-        self.iters_per_epoch = len(self.dataset) // self.global_batch
+        self.sampler = EpochSampler(len(self.dataset), self.seed, batch_size=self.batch_size, rank=self.rank,
+                                    world=self.world, repeats=self._repeat_factors(t["repeat_factor_threshold"]))
+        self.iters_per_epoch = self.sampler.epoch_length // self.global_batch
         if self.iters_per_epoch == 0:
             raise ConfigError(f"dataset has {len(self.dataset)} samples, fewer than one step of "
                               f"batch_size x accumulate x processes = {self.global_batch}")
@@ -108,8 +110,6 @@ class Trainer:
         self.amp = bool(t["amp"]) and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if t["amp_dtype"] == "bfloat16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
-        self.sampler = EpochSampler(len(self.dataset), self.seed, batch_size=self.batch_size, rank=self.rank,
-                                    world=self.world)
         self.workers = int(t["workers"])
         self.max_steps = t["max_steps"]  # stop early (tests, smoke runs); keeps the schedule
         self.epoch, self.batch_in_epoch, self.step, self.best = 0, 0, 0, float("-inf")
@@ -118,6 +118,16 @@ class Trainer:
         self.writer = None
         self._stop = False
         self.hooks = self._build_hooks()
+
+    def _repeat_factors(self, threshold: float | None) -> np.ndarray | None:
+        """``train.repeat_factor_threshold``: each training image's repeat factor from the classes it holds."""
+        if threshold is None:
+            return None
+        present = class_presence(self.train_reader, self.meta.num_classes, progress=self.progress)
+        r = repeat_factors(present, threshold)
+        log.info("repeat-factor sampling (threshold %g): %d of %d images repeated, epoch %.0f samples",
+                 threshold, int((r > 1).sum()), len(r), r.sum())
+        return r
 
     def _parallel(self, model, t: dict):
         """The module the loop calls: ``model`` itself, or wrapped in DistributedDataParallel when launched
