@@ -235,8 +235,10 @@ def test_acenet_configs_build():
         cfg = C.load_config(name)
         assert cfg["model"]["type"] == "acenet"
         loss_targets = {t["pred"]: t for t in cfg["loss"]}
-        assert set(loss_targets) == {"parsing", "parsing_aux", "edge", "structure"}
         assert loss_targets["parsing"].get("ohem") is True
+        if name.endswith("_basic"):   # no side branches (test_basic_network_is_backbone_and_ppm_...)
+            continue
+        assert set(loss_targets) == {"parsing", "parsing_aux", "edge", "structure"}
         steps = [t["type"] for t in cfg["data"]["train_transforms"]]
         hm = loss_targets["structure"]
         if cfg["data"]["label_set"] == "lip":
@@ -258,9 +260,12 @@ def test_acenet_configs_build():
 
 
 def test_main_light_ablations_differ_only_in_model_switches():
+    """The module rows differ in their switches only; the basic row is the paper's plain one (next test)."""
     cfgs = {n: C.load_config(n) for n in MAIN_LIGHT}
     stripped = []
-    for cfg in cfgs.values():
+    for name, cfg in cfgs.items():
+        if name.endswith("_basic"):
+            continue
         c = copy.deepcopy(cfg)
         for k in ("name", "description"):
             c.pop(k, None)
@@ -268,9 +273,30 @@ def test_main_light_ablations_differ_only_in_model_switches():
             c["model"].pop(k, None)
         stripped.append(c)
     assert all(s == stripped[0] for s in stripped[1:])
+    assert len(stripped) == 3
     sw = {n: (c["model"]["local"], c["model"]["global_module"]) for n, c in cfgs.items()}
     assert sw == {"acenet_light_ccp_basic": ("none", "none"), "acenet_light_ccp_lcm": ("lcm", "none"),
                   "acenet_light_ccp_gem": ("none", "gem"), "acenet_light_ccp": ("lcm", "gem")}
+
+
+@pytest.mark.parametrize("name,full", [("acenet_light_ccp_basic", "acenet_light_ccp"),
+                                       ("acenet_r101_lip_basic", "acenet_r101_lip")])
+def test_basic_network_is_backbone_and_ppm_without_side_branches(name, full):
+    """Tables 1-3 'Basic Network': no boundary or skeleton branch, no L_bd / L_ske, no targets for them; the same
+    data, schedule and trunk as the full model."""
+    cfg, ref = C.load_config(name), C.load_config(full)
+    assert [t["pred"] for t in cfg["loss"]] == ["parsing_aux", "parsing"]
+    assert {t["type"] for t in cfg["data"]["train_transforms"]} & {"EdgeTarget", "PartCentreTarget",
+                                                                     "JointHeatmapTarget"} == set()
+    assert cfg["train"] == ref["train"] and cfg["eval"] == ref["eval"]
+    if name.startswith("acenet_light"):   # paper size: built only for its structure (ResNet-101 is slow here)
+        m = build_model(cfg["model"], get_meta(cfg["data"]["label_set"]), loss=cfg["loss"]).train()
+        assert m.boundary is None and m.skeleton is None and m.local_module is None and m.global_block is None
+        x = torch.rand(2, 3, 64, 48) * 255
+        batch = {"image": x, "label": torch.randint(0, m.num_classes, (2, 64, 48))}
+        losses = m(batch)
+        assert set(losses) == {"ce_parsing_aux", "ce_parsing"}
+        assert set(m.network(x)) == {"parsing", "parsing_aux"}
 
 
 # --- MACs of matmuls -------------------------------------------------------------------------------
