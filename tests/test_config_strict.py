@@ -284,3 +284,20 @@ def test_migrate_legacy_shipped_checkpoint_config():
     assert cfg["data"]["train_transforms"][-1] == {"type": "ToTensor"}
     check_model_config(cfg["model"])
     check_loss_config(cfg["loss"])
+
+
+def test_paper_size_configs_decay_every_parameter_as_the_papers_state():
+    """The papers give one weight decay for all parameters: the paper-size configs say so explicitly
+    (``train.no_decay_norm_bias: false``); the CPU recipes spare norms and biases (the default)."""
+    from hparse.engine.optim import build_optimizer
+
+    names = C.list_configs()
+    paper = [n for n in names if any(f"_{b}_" in f"_{n}_" for b in ("r50", "r101", "x101"))]
+    assert len(paper) > 20 and "cnif_r101_ppp" in paper
+    for n in paper:
+        assert C.load_config(n)["train"]["no_decay_norm_bias"] is False, n
+    assert C.load_config("ce2p_light_ccp")["train"]["no_decay_norm_bias"] is True
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    for spare, decayed in ((False, 4), (True, 1)):
+        opt = build_optimizer(net, {**C.load_config("cnif_r101_lip")["train"], "no_decay_norm_bias": spare})
+        assert sum(len(g["params"]) for g in opt.param_groups if g["weight_decay"] > 0) == decayed
