@@ -403,3 +403,13 @@ def test_paper_size_training_step_473():
     opt.step()
     assert torch.isfinite(total) and len(parts) == 4
     assert not torch.equal(w0, m.skeleton.head.weight)
+
+
+def test_paper_size_configs_scale_randomly_then_crop_as_the_paper_says():
+    """'random scaling between 0.5 and 2' taken literally (as the CNIF config): scale, then a crop of the input size."""
+    for name in [n for n in C.list_configs() if n.startswith("acenet_r101")]:
+        cfg = C.load_config(name)
+        steps = cfg["data"]["train_transforms"]
+        assert steps[0] == {"type": "RandomScale", "range": [0.5, 2.0]}, name
+        assert steps[1]["type"] == "RandomCrop" and steps[1]["size"] == cfg["data"]["input_size"], name
+        assert "RandomAffine" not in {s["type"] for s in steps}
