@@ -152,7 +152,7 @@ def test_low_res_and_ipr_follow_their_definitions():
     assert ipr.pred.count == count and ipr.pred.total == total and 0 < count < total
     assert ipr.gt.total == sum(int((s["label"] != 255).sum()) for s in samples)
     assert ipr.summary() == {"ipr": count / total, "gt_ipr": ipr.gt.count / ipr.gt.total}
-    assert "low-resolution (1/16)" in low.format_table() and "ground truth" in ipr.format_table()
+    assert "low-resolution (1/16, nearest)" in low.format_table() and "ground truth" in ipr.format_table()
     assert ipr.to_dict()["pred"]["total"] == total
 
 
@@ -170,6 +170,29 @@ def test_low_res_and_ipr_equal_the_metric_functions_after_label_map():
         ipr = [a + b for a, b in zip(ipr, isolated_pixel_rate(p, k=2))]
     assert (res["low_res"].confusion.matrix == cm.matrix).all()
     assert [res["ipr"].pred.count, res["ipr"].pred.total] == ipr
+
+
+def test_low_res_modes_read_the_cell_differently():
+    """A 32x32 image, factor 16 (2x2 cells), ground truth one class per cell. The prediction is right at each
+    cell's sampled pixel (8, 8 within the cell) but wrong on most of the cell: ``nearest`` scores it perfect,
+    ``pooled`` (class probabilities averaged over the cell) takes the cell's majority, ``generator`` reads the
+    model's own low-resolution map at the same pixels."""
+    label = np.kron(np.array([[1, 2], [3, 4]], np.uint8), np.ones((16, 16), np.uint8))
+    pred = np.full((32, 32), 5, np.uint8)
+    pred[8::16, 8::16] = [[1, 2], [3, 4]]                     # right only at the sampled pixels
+    probs = np.eye(CCP.num_classes, dtype=np.float16)[pred].transpose(2, 0, 1)
+    generator = np.kron(np.array([[1, 7], [3, 4]], np.uint8), np.ones((16, 16), np.uint8))
+    samples = [{"id": "a", "image": np.zeros((32, 32, 3), np.uint8), "label": label}]
+    output = {"sem_seg": pred, "probs": probs, "extras": {"low_res": generator}}
+    cm = {mode: run([{"type": "low_res", "mode": mode}], samples, [output])["low_res"].confusion.matrix
+          for mode in ("nearest", "pooled", "generator")}
+    assert np.trace(cm["nearest"]) == 4                                        # every cell right
+    assert np.trace(cm["pooled"]) == 0 and cm["pooled"][:, 5].sum() == 4       # the majority: class 5
+    assert np.trace(cm["generator"]) == 3 and cm["generator"][2, 7] == 1
+    with pytest.raises(ConfigError, match="no low-resolution output"):
+        run([{"type": "low_res", "mode": "generator"}], samples, [{"sem_seg": pred}])
+    with pytest.raises(ConfigError, match="mode must be"):
+        run([{"type": "low_res", "mode": "bilinear"}], samples, [output])
 
 
 # -- levels -----------------------------------------------------------------------------------------

@@ -114,16 +114,23 @@ def test_eval_cli_reports_low_res_miou_and_ipr(tmp_path):
                                    "--plot", str(tmp_path / "cm.png"), "data.layout=folder",
                                    f"data.root={root}", "data.label_set=ccp15"])
     assert res.exit_code == 0, res.output
-    assert "low-resolution (1/16)" in res.output and "isolated pixel rate" in res.output
+    assert "low-resolution (1/16, nearest)" in res.output and "isolated pixel rate" in res.output
     low = json.loads((tmp_path / "scores_lowres.json").read_text())
     ipr = json.loads((tmp_path / "scores_ipr.json").read_text())
     assert 0 <= low["miou"] <= 1 and ipr["pred"]["total"] == 2 * 64 * 48   # val = first 2 images
     assert ipr["gt"]["count"] == 0                                           # blocky GT has no speckles
     # the printed low-resolution mIoU is the one written to the JSON
-    low_section = res.output.split("low-resolution (1/16)", 1)[1]
+    low_section = res.output.split("low-resolution (1/16, nearest)", 1)[1]
     assert float(re.search(r"mIoU\s+([0-9.]+)", low_section).group(1)) == pytest.approx(100 * low["miou"], abs=0.01)
     ipr_line = next(line for line in res.output.splitlines() if "isolated pixel rate" in line)
     assert f"{100 * ipr['pred']['ipr']:.3f} %" in ipr_line
+    args = ["data.layout=folder", f"data.root={root}", "data.label_set=ccp15", "--backend", "torch"]
+    res = CliRunner().invoke(app, ["eval", "ce2p_light_ccp", "default", "--low-res", "--low-res-mode", "pooled",
+                                   "--plot", str(tmp_path / "cm.png"), *args])
+    assert res.exit_code == 0 and "low-resolution (1/16, pooled)" in res.output, res.output
+    res = CliRunner().invoke(app, ["eval", "ce2p_light_ccp", "default", "--low-res", "--low-res-mode", "generator",
+                                   *args])   # CE2P has no low-resolution output of its own
+    assert res.exit_code == 2 and "no low-resolution output" in res.output
 
 
 def test_eval_cli_levels_writes_one_json_per_level(tmp_path):

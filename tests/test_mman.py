@@ -76,8 +76,8 @@ def test_generator_outputs_at_one_sixteenth_and_full_resolution():
         out = m.network(torch.randn(2, 3, 256, 176))  # the light configs' crops
         assert out["parsing_low"].shape == (2, 7, 16, 11) and out["parsing"].shape == (2, 7, 256, 176)
         assert m.network(torch.randn(1, 3, 250, 170))["parsing"].shape == (1, 7, 250, 170)  # any size
-        res = m({"image": 255 * torch.rand(1, 3, 64, 48)})  # the contract: the parsing logits only
-        assert res.logits.shape == (1, 7, 64, 48) and not res.extras
+        res = m({"image": 255 * torch.rand(1, 3, 64, 48)})  # the contract: parsing logits + the 1/16 map
+        assert res.logits.shape == (1, 7, 64, 48) and set(res.extras) == {"parsing_low"}
     assert set(tiny("baseline").network(torch.randn(1, 3, 64, 64))) == {"parsing", "parsing_low"}
 
 
@@ -588,3 +588,16 @@ def test_resume_of_a_checkpoint_that_kept_the_discriminators_in_the_model(tiny_r
     assert state.keys() == critic.keys()
     assert all(torch.equal(state[k], v) for k, v in critic.items())
     assert not any(k.startswith("discriminators.") for k in resumed.model.state_dict())
+
+
+def test_generator_low_resolution_output_is_an_extra_for_table_4():
+    """``low_res``: the generator's own 1/16 parsing (what the macro discriminator judges) as a label map at the
+    image's size, for ``hparse eval --low-res-mode generator``; evaluator outputs can carry class probabilities."""
+    m = tiny().eval()
+    img = np.random.default_rng(0).integers(0, 255, (50, 40, 3), dtype=np.uint8)
+    out = Predictor(m, long_side=64).outputs([img], with_extras=True, with_probs=True)[0]
+    low = out["extras"]["low_res"]
+    assert low.shape == (50, 40) and low.dtype == np.uint8 and low.max() < m.num_classes
+    assert out["probs"].shape == (m.num_classes, 50, 40)
+    np.testing.assert_array_equal(out["probs"].argmax(0), out["sem_seg"])
+    assert set(tiny("baseline").postprocess({})) == set()        # no low-resolution map asked for: none given

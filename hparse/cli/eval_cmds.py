@@ -22,6 +22,11 @@ def eval_(ctx: typer.Context, config: str = typer.Argument(..., help="config (gi
           levels: bool = typer.Option(False, help="hierarchical models: also score hierarchy levels 2 and 3"),
           low_res: bool = typer.Option(False, help="also mIoU with prediction and ground truth at 1/16 "
                                                    "(the low-resolution mIoU of the adversarial parsing paper)"),
+          low_res_mode: str = typer.Option("nearest", help="--low-res prediction: nearest (the full-resolution "
+                                                           "labels downsampled), pooled (class probabilities "
+                                                           "average-pooled per cell) or generator (the model's own "
+                                                           "low-resolution output: MMAN)",
+                                           callback=choice("--low-res-mode", ("nearest", "pooled", "generator"))),
           ipr: bool = typer.Option(False, help="also the isolated pixel rate (see README, Metrics)"),
           device: str = device_option(),
           backend: str = typer.Option(None, help="torch, onnxruntime or onnxruntime-int8 (default: the fastest "
@@ -33,7 +38,7 @@ def eval_(ctx: typer.Context, config: str = typer.Argument(..., help="config (gi
     setup_logging()
     try:
         cfg = C.load_config(config, ctx.args)
-        run = _run_eval(cfg, checkpoint, split, tta, convert, levels, low_res, ipr, device, backend)
+        run = _run_eval(cfg, checkpoint, split, tta, convert, levels, low_res and low_res_mode, ipr, device, backend)
     except DataError as e:      # the run failed on the data (e.g. no sample readable): not a usage mistake
         fail(e, FAILURE)
     except (HParseError, KeyError, ValueError) as e:
@@ -50,7 +55,7 @@ def _run_eval(cfg: dict, checkpoint, split, tta, convert, levels, low_res, ipr, 
     from ..api import load
     from ..data.convert import get_converter
     from ..data.readers import build_reader
-    from ..engine.evaluate import evaluate_model, evaluators_for
+    from ..engine.evaluate import evaluate_model, evaluators_for, outputs_for
 
     d = cfg["data"]
     reader = build_reader(d["layout"], d["root"], split or d["val_split"] or "val", label_set=d["label_set"])
@@ -59,11 +64,12 @@ def _run_eval(cfg: dict, checkpoint, split, tta, convert, levels, low_res, ipr, 
     if lut is None and parser.meta.name != reader.meta.name:
         raise HParseError(f"the model predicts {parser.meta.name!r} labels but the data is "
                           f"{reader.meta.name!r}; pass --convert SRC:TGT")
-    shortcuts = [name for name, on in (("low_res", low_res), ("ipr", ipr), ("levels", levels)) if on]
+    shortcuts = [name for name, on in (("ipr", ipr), ("levels", levels)) if on]
+    if low_res:   # False or the mode
+        shortcuts.insert(0, {"type": "low_res", "mode": low_res})
     evaluators = evaluators_for(cfg["eval"], reader.meta, shortcuts, label_map=lut)
     pred = parser.predictor_for(cfg["eval"], tta=tta)
-    with_extras = any("extras" in e.output_keys for e in evaluators)
-    results = evaluate_model(lambda images: pred.outputs(images, with_extras), reader, evaluators)
+    results = evaluate_model(outputs_for(pred, evaluators), reader, evaluators)
     return SimpleNamespace(reader=reader, results=results)
 
 

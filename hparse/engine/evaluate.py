@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -129,15 +130,25 @@ def evaluate_folder(pred_dir: str | Path, reader, convention: str = "ce2p", prog
     return report.confusion, report.scores, report.missing
 
 
-def evaluators_for(eval_cfg: dict, meta, extra: Sequence[str] = (), label_map=None) -> list[Evaluator]:
-    """The evaluators of a config's ``eval`` section plus ``extra`` names (CLI shortcuts such as ``low_res``),
+def outputs_for(predictor, evaluators: Sequence[Evaluator]) -> Callable[[list[np.ndarray]], list[dict]]:
+    """``images -> output dicts`` of ``predictor`` holding what ``evaluators`` read (extras, class probabilities)."""
+    keys = {k for e in evaluators for k in e.output_keys}
+    return partial(predictor.outputs, with_extras="extras" in keys, with_probs="probs" in keys)
+
+
+def evaluators_for(eval_cfg: dict, meta, extra: Sequence[str | dict] = (), label_map=None) -> list[Evaluator]:
+    """The evaluators of a config's ``eval`` section plus ``extra`` names or specs (CLI shortcuts such as
+    ``low_res``),
     each given the section's ``convention`` and ``label_map`` when it takes them and its spec does not."""
     import inspect
 
     from ..evaluation import EVALUATORS
 
-    specs = [dict(s) if isinstance(s, dict) else {"type": s} for s in eval_cfg["evaluators"]]
-    specs += [{"type": name} for name in extra if name not in {s["type"] for s in specs}]
+    def spec(s) -> dict:
+        return dict(s) if isinstance(s, dict) else {"type": s}
+
+    specs = [spec(s) for s in eval_cfg["evaluators"]]
+    specs += [spec(e) for e in extra if spec(e)["type"] not in {s["type"] for s in specs}]
     defaults = {"convention": eval_cfg["convention"], "label_map": label_map}
     for spec in specs:
         params = inspect.signature(EVALUATORS.get(spec["type"])).parameters

@@ -118,13 +118,12 @@ class ValidationHook(Hook):
 
     def validate(self, trainer) -> dict:
         from ..evaluation import best_metric_value
-        from .evaluate import evaluate_model
+        from .evaluate import evaluate_model, outputs_for
         from .inference import make_predictor
 
         model = trainer.model
         pred = make_predictor(model, trainer.cfg["eval"], trainer.device)
-        with_extras = any("extras" in e.output_keys for e in self.evaluators)
-        results = evaluate_model(lambda ims: pred.outputs(ims, with_extras), self.reader, self.evaluators,
+        results = evaluate_model(outputs_for(pred, self.evaluators), self.reader, self.evaluators,
                                  progress=self.progress)
         model.train()
         summary = flat_summary(results)

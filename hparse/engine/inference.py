@@ -385,13 +385,21 @@ class Predictor:
             out.append((label, self._probabilities(s, label, im.shape, probs_at)) if return_probs else label)
         return (out, extras) if with_extras else out
 
-    def outputs(self, images: list[np.ndarray], with_extras: bool = False) -> list[dict]:
-        """Evaluator inputs: ``{"sem_seg": label map[, "extras": {name: array}]}`` per image."""
-        if not with_extras:
-            return [{"sem_seg": label} for label in self.predict(images)]
-        labels, extras = self.predict(images, with_extras=True)
-        return [{"sem_seg": label, "extras": {k: np.asarray(v) for k, v in ex.items()}}
-                for label, ex in zip(labels, extras)]
+    def outputs(self, images: list[np.ndarray], with_extras: bool = False, with_probs: bool = False) -> list[dict]:
+        """Evaluator inputs: ``{"sem_seg": label map[, "probs": (C, H, W) float16][, "extras": {name: array}]}``
+        per image."""
+        res = self.predict(images, return_probs=with_probs, with_extras=with_extras)
+        results, extras = res if with_extras else (res, None)
+        out = []
+        for i, r in enumerate(results):
+            label, probs = r if with_probs else (r, None)
+            o = {"sem_seg": label}
+            if with_probs:
+                o["probs"] = probs
+            if with_extras:
+                o["extras"] = {k: np.asarray(v) for k, v in extras[i].items()}
+            out.append(o)
+        return out
 
 
 def mirrored(x: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -489,5 +497,5 @@ class InstancePredictor:
         people = [self.model.postprocess(r, size, im.shape[:2]) for r, size, im in zip(results, sizes, images)]
         return (people, [{} for _ in people]) if with_extras else people
 
-    def outputs(self, images: list[np.ndarray], with_extras: bool = False) -> list[dict]:
-        return [{"instances": p, "sem_seg": p.to_semantic()} for p in self.predict(images)]
+    def outputs(self, images: list[np.ndarray], with_extras: bool = False, with_probs: bool = False) -> list[dict]:
+        return [{"instances": p, "sem_seg": p.to_semantic()} for p in self.predict(images, return_probs=with_probs)]

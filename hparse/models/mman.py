@@ -74,7 +74,7 @@ from . import MODELS
 from .adversarial import AdversarialCritic
 from .backbones import ResNet, build_backbone
 from .blocks import upsample_like
-from .meta_arch import ParsingModel
+from .meta_arch import ParsingModel, label_map
 
 #: discriminator kind -> (generator output it judges, architecture)
 DISCRIMINATOR_KINDS: dict[str, tuple[str, str]] = {
@@ -244,6 +244,7 @@ class MMAN(ParsingModel):
     """
 
     renamed_weights = {"discriminators.": None}  # checkpoints of versions that kept D inside the model
+    extra_outputs = ("parsing_low",)
 
     def __init__(self, meta, loss: list[dict] | None = None, backbone: dict | None = None,
                  decoder_channels: Sequence[int] | None = None, skip_channels: Sequence[int] | None = None,
@@ -325,6 +326,11 @@ class MMAN(ParsingModel):
                 out["parsing_mid"] = self.mid_head(y)
         out["parsing"] = upsample_like(self.head(y), x)
         return out
+
+    def postprocess(self, extras: dict) -> dict:
+        """The generator's low-resolution parsing (``parsing_low``, what the macro discriminator judges) as a
+        label map at the image's size: Table 4's low-resolution reading (``hparse eval --low-res-mode generator``)."""
+        return {"low_res": label_map(extras["parsing_low"], self.meta.classes)} if "parsing_low" in extras else {}
 
     # -- modes and loading ---------------------------------------------------------------------
     def train(self, mode: bool = True):
