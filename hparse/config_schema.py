@@ -149,6 +149,25 @@ class TrainConfig(OptimizerConfig):
     adversarial: AdversarialConfig = AdversarialConfig()
 
 
+class CRFConfig(Section):
+    """``eval.crf``: dense CRF post-processing (:class:`hparse.ops.crf.DenseCRF`; ``{}`` for its defaults)."""
+    iters: NonNegativeInt = 5
+    window: PositiveInt = 7
+    downsample: PositiveInt = 4
+    bilateral_xy: PositiveFloat = 80.0
+    bilateral_rgb: PositiveFloat = 13.0
+    bilateral_weight: NonNegativeFloat = 4.0
+    gaussian_xy: PositiveFloat = 3.0
+    gaussian_weight: NonNegativeFloat = 3.0
+
+    @field_validator("window")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"must be odd (got {v})")
+        return v
+
+
 class EvalConfig(Section):
     long_side: PositiveInt = 512
     scales: Scales = [1.0]
@@ -158,6 +177,7 @@ class EvalConfig(Section):
     convention: Literal[CONVENTIONS] = "ce2p"
     evaluators: EvaluatorSpecs = ["semantic"]      # names or {type: name, **options}
     best_metric: str = "semantic/miou"             # "<evaluator>/<summary key>"
+    crf: CRFConfig | None = None                   # dense CRF on the probabilities (MMAN Table 4 "+CRF")
 
     @field_validator("best_metric")
     @classmethod

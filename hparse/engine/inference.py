@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import HParseError, UnsupportedOutput
+from ..ops.crf import DenseCRF
 from .backends import TorchRunner
 
 TILE_ELEMENTS = 1 << 22  # scores (or label pixels) per band when bringing scores to the image (16 MiB of float32)
@@ -44,8 +45,9 @@ def make_predictor(model, eval_cfg: dict, device, tta: bool = False, channels_la
     scales, flip = eval_cfg["tta_scales"] if tta else eval_cfg["scales"], tta or eval_cfg["flip"]
     if getattr(model, "task", "semantic") == "instance":
         return InstancePredictor(model, eval_cfg["long_side"], scales=scales, flip=flip, device=device)
+    crf = DenseCRF(**eval_cfg["crf"]) if eval_cfg.get("crf") is not None else None
     return Predictor(model, long_side=eval_cfg["long_side"], scales=scales, flip=flip, average=eval_cfg["average"],
-                     device=device, channels_last=channels_last, runner=runner)
+                     device=device, channels_last=channels_last, runner=runner, crf=crf)
 
 
 class _Resizer:
@@ -259,7 +261,7 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, long_side: int = 512, scales: Sequence[float] = (1.0,),
                  flip: bool = False, size_divisor: int = 32, average: str = "logits",
-                 device: str | torch.device = "cpu", channels_last: bool = False, runner=None):
+                 device: str | torch.device = "cpu", channels_last: bool = False, runner=None, crf=None):
         if average not in ("logits", "probs"):
             raise ValueError("average must be 'logits' or 'probs'")
         # channels_last: NHWC weights and inputs (about 1.4x faster convolutions on this CPU); converts
@@ -271,6 +273,7 @@ class Predictor:
         self.scales, self.flip, self.average = tuple(scales), flip, average
         self.resizer = _Resizer(self.model, long_side, size_divisor, self.device)
         self.runner = runner or TorchRunner(self.model, channels_last)
+        self.crf = crf   # a DenseCRF (hparse.ops.crf) refining the probabilities at the image's size, or None
 
     @property
     def long_side(self) -> int:
@@ -381,9 +384,21 @@ class Predictor:
         scores, extras = res if with_extras else (res, None)
         out = []
         for s, im in zip(scores, images):
+            if self.crf is not None:
+                out.append(self._crf_result(s, im, return_probs, probs_at))
+                continue
             label = upsample_argmax(s, im.shape[:2])
             out.append((label, self._probabilities(s, label, im.shape, probs_at)) if return_probs else label)
         return (out, extras) if with_extras else out
+
+    def _crf_result(self, grid: GridScores, image: np.ndarray, return_probs: bool, probs_at: str):
+        """The label (and probabilities) after the dense CRF, which works on the image's pixels."""
+        if return_probs and probs_at == "network":
+            raise ValueError("with a CRF the probabilities are the image's: probs_at must be 'image'")
+        probs = grid.resized(image.shape[:2])
+        q = self.crf(probs if self.average == "probs" else probs.softmax(0), image)
+        label = q.argmax(0).to(torch.uint8).cpu().numpy()
+        return (label, _half_keeping_argmax(q, q.argmax(0)).cpu().numpy()) if return_probs else label
 
     def outputs(self, images: list[np.ndarray], with_extras: bool = False, with_probs: bool = False) -> list[dict]:
         """Evaluator inputs: ``{"sem_seg": label map[, "probs": (C, H, W) float16][, "extras": {name: array}]}``

@@ -222,7 +222,7 @@ def model_fingerprint(parser) -> str:
         backends.hash_weights(h, people.detector.model)
         h.update(f"people {people.min_score} {people.max_height} {people.context}".encode())
     pred = parser.predictor
-    test_time = {k: getattr(pred, k, None) for k in ("scales", "flip", "average")}
+    test_time = {k: getattr(pred, k, None) for k in ("scales", "flip", "average", "crf")}
     test_time.update(long_side=pred.resizer.long_side, size_divisor=pred.resizer.size_divisor,
                      backend=getattr(parser, "backend", None))
     h.update(json.dumps(test_time, sort_keys=True, default=str).encode())
