@@ -169,7 +169,7 @@ class CRFConfig(Section):
 
 
 class EvalConfig(Section):
-    long_side: PositiveInt = 512
+    long_side: PositiveInt | None = 512            # network input's long side; None: the image's own size
     scales: Scales = [1.0]
     tta_scales: Scales = [0.75, 1.0, 1.25]
     flip: bool = False

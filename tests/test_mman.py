@@ -601,3 +601,16 @@ def test_generator_low_resolution_output_is_an_extra_for_table_4():
     assert out["probs"].shape == (m.num_classes, 50, 40)
     np.testing.assert_array_equal(out["probs"].argmax(0), out["sem_seg"])
     assert set(tiny("baseline").postprocess({})) == set()        # no low-resolution map asked for: none given
+
+
+def test_eval_at_the_original_size():
+    """``eval.long_side: null`` runs the network on the image at its own size (times each TTA scale), as MMAN's
+    paper tests (``mman_r101_lip``)."""
+    assert C.load_config("mman_r101_lip")["eval"]["long_side"] is None
+    model = build_model({"type": "ce2p", "backbone": {"name": "resnet18", "width": 0.125, "output_stride": 16},
+                         "ppm_ch": 16, "ppm_stage_ch": 8, "edge_ch": 8, "decoder_ch": 16, "fusion_ch": 16,
+                         "low_reduce": 8}, get_meta("ccp15"))
+    pred = Predictor(model, long_side=None, scales=(0.8, 1.0))
+    assert pred.resizer.resized_size((70, 50)) == (70, 50) and pred.resizer.resized_size((70, 50), 0.8) == (56, 40)
+    img = np.zeros((70, 50, 3), np.uint8)
+    assert pred.predict([img])[0].shape == (70, 50)

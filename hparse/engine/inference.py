@@ -1,7 +1,8 @@
 """Whole-image inference at the original resolution, with optional multi-scale + flip TTA: the one
 test-time geometry of hparse (used by ``hparse parse``, the Python API, evaluation and validation).
 
-An image is resized so its long side is ``long_side * scale`` (aspect kept), padded to a multiple of ``size_divisor``
+An image is resized so its long side is ``long_side * scale`` (aspect kept; ``long_side`` None: the image's own
+size times ``scale``), padded to a multiple of ``size_divisor``
 with the model's mean pixel (0 after the model's normalisation), run by a runner (the PyTorch model or an ONNX Runtime
 session, :mod:`hparse.engine.backends`); its logits stay on the network's **output grid** (the cells the image covers:
 :class:`GridScores`). A flipped pass has its output flipped back and its left/right channels swapped from the label set
@@ -53,18 +54,22 @@ def make_predictor(model, eval_cfg: dict, device, tta: bool = False, channels_la
 class _Resizer:
     """Resize to the long side, pad with the model's mean pixel to a common, divisible size."""
 
-    def __init__(self, model, long_side: int, size_divisor: int, device):
+    def __init__(self, model, long_side: int | None, size_divisor: int, device):
         self.model, self.long_side, self.size_divisor = model, long_side, size_divisor
         self.device = torch.device(device)
+
+    def ratio(self, image_size: Sequence[int], scale: float = 1.0) -> float:
+        """How much an image of ``image_size`` is resized for the network at ``scale``."""
+        return scale if self.long_side is None else self.long_side * scale / max(image_size[:2])
 
     def resized_size(self, image_size: Sequence[int], scale: float = 1.0) -> tuple[int, int]:
         """``(h, w)`` of an image of ``image_size`` inside the network input at ``scale``."""
         h, w = image_size[:2]
-        r = self.long_side * scale / max(h, w)
+        r = self.ratio(image_size, scale)
         return max(1, round(h * r)), max(1, round(w * r))
 
     def _resize(self, im: np.ndarray, size: tuple[int, int], scale: float) -> torch.Tensor:
-        antialias = self.long_side * scale / max(im.shape[:2]) < 1
+        antialias = self.ratio(im.shape, scale) < 1
         im = np.ascontiguousarray(im, dtype=np.uint8)
         im = im if im.flags.writeable else im.copy()   # torch.from_numpy wants a writeable array
         t = torch.from_numpy(im).to(self.device).permute(2, 0, 1)[None]
@@ -280,8 +285,8 @@ class Predictor:
         return self.resizer.long_side
 
     @long_side.setter
-    def long_side(self, value: int) -> None:
-        self.resizer.long_side = int(value)
+    def long_side(self, value: int | None) -> None:
+        self.resizer.long_side = None if value is None else int(value)
 
     @staticmethod
     def _to_size(out: torch.Tensor, x: torch.Tensor, i: int, size, target) -> torch.Tensor:

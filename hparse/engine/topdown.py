@@ -69,11 +69,13 @@ class SmallPeopleRefiner:
             raise HParseError("people: a semantic model finds no people; give an instance model")
         self.detector, self.min_score, self.max_height, self.context = detector, min_score, max_height, context
 
-    def small_people(self, image: np.ndarray, long_side: int) -> np.ndarray:
-        """(N, 5) boxes with scores of the people to parse again, lowest score first."""
+    def small_people(self, image: np.ndarray, long_side: int | None) -> np.ndarray:
+        """(N, 5) boxes with scores of the people to parse again (``long_side``: the network input's, None for
+        the image's own), lowest score first."""
         rows = detected_boxes(self.detector, self.min_score)(image)
-        heights = (rows[:, 3] - rows[:, 1]) * long_side / max(image.shape[:2])
-        rows = rows[heights < self.max_height * long_side]
+        side = long_side or max(image.shape[:2])
+        heights = (rows[:, 3] - rows[:, 1]) * side / max(image.shape[:2])
+        rows = rows[heights < self.max_height * side]
         return rows[np.argsort(rows[:, 4], kind="stable")]
 
     def __call__(self, predictor, image: np.ndarray, label: np.ndarray) -> np.ndarray:
