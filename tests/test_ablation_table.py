@@ -51,3 +51,24 @@ def test_missing_evaluation_is_an_error_naming_the_command(tmp_path):
     (tmp_path / "r").mkdir()
     with pytest.raises(SystemExit, match="hparse eval"):
         table.main([str(tmp_path / "r")])
+
+
+def test_seeds_of_a_config_pool_into_mean_and_spread_and_differences_are_read_against_it(tmp_path, capsys):
+    """Two seeds per row: ``mean ± half the range``, the number of runs, and the rows whose mIoU leaves the
+    spreads of the control (first row) and itself."""
+    def seed(config: str, k: int, miou: float) -> Path:
+        run = tmp_path / f"{config}_s{k}"
+        run.mkdir()
+        (run / "config.yaml").write_text(f"name: {config}\ntrain: {{seed: {k}}}\n")
+        (run / "eval.json").write_text(json.dumps({"miou": miou, "pixel_acc": 0.9, "f1": 0.5}))
+        return run
+
+    runs = [seed("basic", 0, 0.40), seed("lcm", 0, 0.405), seed("gem", 0, 0.43), seed("basic", 1, 0.41),
+            seed("lcm", 1, 0.395), seed("gem", 1, 0.44)]
+    table.main([str(r) for r in runs])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "| config | mIoU | pixel acc | F1 | runs |"
+    assert out[2] == "| `basic` | 40.50 ± 0.50 | 90.00 ± 0.00 | 50.00 ± 0.00 | 2 |"
+    assert out[3] == "| `lcm` | 40.00 ± 0.50 | 90.00 ± 0.00 | 50.00 ± 0.00 | 2 |"
+    assert out[4] == "| `gem` | 43.50 ± 0.50 | 90.00 ± 0.00 | 50.00 ± 0.00 | 2 |"
+    assert out[-1] == "mIoU beyond the spread of `basic` and the row: `gem` +3.00"
