@@ -412,3 +412,20 @@ def test_backbone_mode_keeps_the_level_1_terms_of_a_full_loss_list():
     m = tiny("backbone", "lip", loss=cfg["loss"]).train()
     losses = m(hier_batch("lip"))
     assert list(losses) == ["hier_ce_sources_l1"] and torch.isfinite(losses["hier_ce_sources_l1"])
+
+
+def test_node_logits_in_r_nonneg_as_the_equations_say():
+    """``node_logits: relu`` (paper size): every inference network's and the fusion's logits are >= 0 (Eq. 11-14,
+    17); ``signed`` (the light rows) leaves them as the convolutions give them."""
+    assert C.load_config("cnif_r101_lip")["model"]["node_logits"] == "relu"
+    assert "node_logits" not in C.load_config("cnif_light_ccp")["model"]
+    with torch.no_grad():
+        x = torch.randn(1, 3, 64, 48)
+        nonneg, signed = tiny("full", "ccp15", node_logits="relu").eval(), tiny("full", "ccp15").eval()
+        out, ref = nonneg.network(x), signed.network(x)
+    for k in ("parsing", "level2", "level3", "direct_l1", "td_l1", "bu_l2"):
+        assert out[k].min() >= 0, k
+    assert ref["direct_l1"].min() < 0
+    torch.testing.assert_close(out["direct_l1"], ref["direct_l1"].clamp_min(0))   # same weights (seeded)
+    with pytest.raises(ValueError, match="node_logits"):
+        tiny("full", node_logits="softplus")

@@ -193,6 +193,10 @@ class CNIF(ParsingModel):
         fusion_ch: hidden width of F∪.
         head_sharing: ``level`` (one F⊕/F↓/F↑/F∪ per level, shared by its nodes) or ``node``.
         message: ``prob`` (softmax of the direct logits) or ``logit`` -- what top-down/bottom-up read.
+        node_logits: ``signed`` (plain conv outputs) or ``relu`` (the paper's logits in R>=0, Eq. 11-14 and 17:
+            each inference network's and the fusion's output through a ReLU). With non-negative sources a gate
+            (Eq. 15-16) can only shrink a source's evidence for a node towards "none"; with signed ones, shrinking a
+            negative logit raises that node's score, so a low gate also means "less against".
     """
 
     extra_outputs = ("level2", "level3", "gates")
@@ -201,7 +205,8 @@ class CNIF(ParsingModel):
                  backbone: dict | None = None,
                  aspp_dilations=(6, 12, 18), aspp_branch_ch: int | None = None, feat_ch: int = 512,
                  level_ch: int = 512, se_reduction: int = 16, head_ch: int = 128, td_ch: int = 64, bu_ch: int = 64,
-                 fusion_ch: int = 32, head_sharing: str = "level", message: str = "prob"):
+                 fusion_ch: int = 32, head_sharing: str = "level", message: str = "prob",
+                 node_logits: str = "signed"):
         if mode not in MODES:
             raise ValueError(f"cnif: unknown mode {mode!r}; choose from {', '.join(MODES)}")
         levels = (1,) if mode == "backbone" else LEVELS
@@ -213,6 +218,9 @@ class CNIF(ParsingModel):
             raise ValueError(f"cnif: head_sharing must be 'level' or 'node', not {head_sharing!r}")
         if message not in ("prob", "logit"):
             raise ValueError(f"cnif: message must be 'prob' or 'logit', not {message!r}")
+        if node_logits not in ("signed", "relu"):
+            raise ValueError(f"cnif: node_logits must be 'signed' or 'relu', not {node_logits!r}")
+        self.node_logits = node_logits
         self.hierarchy = hier = Hierarchy(meta)
         self.mode, self.message = mode, message
         extra, self.fusion = MODES[mode]
@@ -265,6 +273,10 @@ class CNIF(ParsingModel):
         self.gate_mask = mask  # (N_total, 3): which (node, source) gates exist
 
     # -------------------------------------------------------------------------------------------
+    def _logits(self, t: torch.Tensor) -> torch.Tensor:
+        """A node's logits as the model is asked for: signed, or in R>=0 (Eq. 11-14, 17)."""
+        return F.relu(t) if self.node_logits == "relu" else t
+
     def _gates(self, lvl: int, caps: dict[int, torch.Tensor], b: int) -> torch.Tensor:
         """(B, N_l, S_l) gate values of level ``lvl``'s sources."""
         k = f"l{lvl}"
@@ -309,7 +321,7 @@ class CNIF(ParsingModel):
             s = torch.stack([se.gate(hl) for se in self.se[k]], 1)  # (B, N, C, 1, 1) node channel attention
             feats[lvl] = hl.unsqueeze(1) * s  # h_v, (B, N, C, H, W)
             caps[lvl] = F.adaptive_avg_pool2d(hl, 1).flatten(1).unsqueeze(1) * s.flatten(2)  # CAP(h_v), (B, N, C)
-            direct[lvl] = self.direct[k](feats[lvl])
+            direct[lvl] = self._logits(self.direct[k](feats[lvl]))
             out[f"direct_l{lvl}"] = direct[lvl]
 
         if self.fusion is None:
@@ -327,11 +339,11 @@ class CNIF(ParsingModel):
         for k, head in self.td.items():  # top-down: parent's direct estimate + node feature (Eq. 12)
             lvl = int(k[1])
             parent = msg[lvl + 1][:, hier.parent[lvl]]
-            preds[lvl]["td"] = head(torch.cat([parent.unsqueeze(2), feats[lvl]], 2))
+            preds[lvl]["td"] = self._logits(head(torch.cat([parent.unsqueeze(2), feats[lvl]], 2)))
         for k, head in self.bu.items():  # bottom-up: position-wise max over the children (Eq. 13-14)
             lvl = int(k[1])
             pmp = torch.stack([msg[lvl - 1][:, ch].amax(1) for ch in hier.children[lvl]], 1)
-            preds[lvl]["bu"] = head(torch.cat([pmp.unsqueeze(2), feats[lvl]], 2))
+            preds[lvl]["bu"] = self._logits(head(torch.cat([pmp.unsqueeze(2), feats[lvl]], 2)))
 
         gates = []
         fused = {}
@@ -343,10 +355,10 @@ class CNIF(ParsingModel):
                 out[f"sources_l{lvl}"] = stack.transpose(1, 2)
                 continue
             if self.fusion == "ungated":
-                fused[lvl] = self.fuse[f"l{lvl}"](stack)
+                fused[lvl] = self._logits(self.fuse[f"l{lvl}"](stack))
             else:
                 g = self._gates(lvl, caps, b)  # (B, N, S)
-                fused[lvl] = self.fuse[f"l{lvl}"](stack * g[..., None, None])
+                fused[lvl] = self._logits(self.fuse[f"l{lvl}"](stack * g[..., None, None]))
                 gates.append(self._gate_table(g, srcs))
             for s in srcs[1:]:
                 out[f"{s}_l{lvl}"] = preds[lvl][s]
