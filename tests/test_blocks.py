@@ -172,3 +172,23 @@ def test_count_macs_dict_model_and_format():
     assert format_count(4_710_000) == "4.71M"
     assert format_count(2_350_000_000) == "2.35G"
     assert format_count(1500) == "1.50K" and format_count(12) == "12"
+
+
+def test_position_attention_is_danets_pam():
+    """E_j = gamma * sum_i s_ji V_i + x_j with s_ji = softmax_i(Q_j . K_i), Q, K at C/8 channels; gamma from 0."""
+    from hparse.models.blocks import PositionAttention
+
+    torch.manual_seed(0)
+    pam = PositionAttention(16)
+    assert pam.query.out_channels == pam.key.out_channels == 2 and pam.value.out_channels == 16
+    x = torch.randn(2, 16, 3, 4)
+    torch.testing.assert_close(pam(x), x)                     # gamma = 0: the identity at the start
+    with torch.no_grad():
+        pam.gamma.fill_(0.5)
+        q, k, v = (m(x).flatten(2) for m in (pam.query, pam.key, pam.value))     # B, C', N
+        expected = torch.empty_like(x.flatten(2))
+        for b in range(2):
+            for j in range(12):
+                s = torch.softmax(q[b, :, j] @ k[b], 0)                           # over positions i
+                expected[b, :, j] = 0.5 * (v[b] * s).sum(1) + x[b].flatten(1)[:, j]
+        torch.testing.assert_close(pam(x), expected.view_as(x))

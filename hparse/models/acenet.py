@@ -46,7 +46,7 @@ from .blocks import (
     ChannelShuffle,
     ConvBNAct,
     GlobalConv,
-    NonLocal2d,
+    PositionAttention,
     adaptive_avg_pool,
     upsample_like,
 )
@@ -207,7 +207,7 @@ class ACENet(ParsingModel):
         local: ``none | lcm | channel_attention | concat_skeleton | se`` (Table 1).
         lcm_gc, lcm_n, lcm_k: LCM with the GC block (else a 1x1 conv), N, GC kernel size.
         global_module: ``none | gem | spatial_attention | concat_boundary`` (Table 2).
-        gem_d: D of GEM (also the embedding width of ``spatial_attention``).
+        gem_d: D of GEM.
         affinity_scale: ``none`` (paper) or ``sqrt`` for LCM/GEM logits.
         fusion_ch: width of the two 1x1 fusion convs; ``dropout`` before the classifier.
         edge_branch, skeleton_branch: keep the supervised side branches (needed by the modules that read
@@ -264,10 +264,9 @@ class ACENet(ParsingModel):
         if global_module == "gem":
             self.global_block: nn.Module | None = GlobalExpansion(c, c, gem_d, act, affinity_scale)
         elif global_module == "spatial_attention":
-            # DANet-style position attention as a non-local block on P: full resolution (no subsampling), no
-            # logit scaling, BN zero-initialised so it starts as the identity (DANet's gamma = 0), embedding
-            # width D as GEM's for a like-for-like comparison.
-            self.global_block = NonLocal2d(c, gem_d, subsample=False, norm="bn", scale=False, zero_init=True)
+            # DANet's position attention module on P (the paper's Table 2 competitor): query/key C -> C/8, value
+            # C -> C, gamma learnt from 0
+            self.global_block = PositionAttention(c)
         elif global_module == "concat_boundary":
             self.global_block = ConvBNAct(2 * c, c, 1, act=act)
         else:

@@ -323,6 +323,26 @@ class NonLocal2d(nn.Module):
         return self.norm(self.out(y)) + x
 
 
+class PositionAttention(nn.Module):
+    """DANet's position attention module (Fu et al. CVPR'19, Sec. 3.2): query and key 1x1 convs ``C -> C /
+    reduction``, value 1x1 ``C -> C``; ``S = softmax(Q^T K)`` over the positions (no scaling); ``E = gamma (V S^T)
+    + x`` with the scalar ``gamma`` learnt from 0 (the block starts as the identity)."""
+
+    def __init__(self, ch: int, reduction: int = 8):
+        super().__init__()
+        self.query = nn.Conv2d(ch, max(1, ch // reduction), 1)
+        self.key = nn.Conv2d(ch, max(1, ch // reduction), 1)
+        self.value = nn.Conv2d(ch, ch, 1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2)                 # B, N, C'
+        attention = torch.bmm(q, self.key(x).flatten(2)).softmax(-1)  # B, N, N: row i over the positions j
+        out = torch.bmm(self.value(x).flatten(2), attention.transpose(1, 2)).view(b, c, h, w)
+        return self.gamma * out + x
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet channel shuffle: (B, g, C/g, H, W) -> transpose(1, 2) -> (B, C, H, W).
     For C=6, groups=2 the new channel order is [0, 3, 1, 4, 2, 5]; ``groups=C/g`` undoes it."""
