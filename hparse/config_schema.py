@@ -150,7 +150,8 @@ class TrainConfig(OptimizerConfig):
 
 
 class CRFConfig(Section):
-    """``eval.crf``: dense CRF post-processing (:class:`hparse.ops.crf.DenseCRF`; ``{}`` for its defaults)."""
+    """``eval.crf``: dense CRF post-processing (:class:`hparse.ops.crf.DenseCRF`; ``{}`` for these defaults:
+    DeepLab's kernel widths and weights, 5 mean-field iterations, a 7x7 window on a 4x coarser grid)."""
     iters: NonNegativeInt = 5
     window: PositiveInt = 7
     downsample: PositiveInt = 4

@@ -14,32 +14,27 @@ w_gauss 3), 5 iterations, a 7x7 window on a 4x coarser grid (reaches 12 px aroun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config_schema import CRFConfig
 
-@dataclass(frozen=True)
+
 class DenseCRF:
-    iters: int = 5
-    window: int = 7
-    downsample: int = 4
-    bilateral_xy: float = 80.0
-    bilateral_rgb: float = 13.0
-    bilateral_weight: float = 4.0
-    gaussian_xy: float = 3.0
-    gaussian_weight: float = 3.0
+    """The CRF with the parameters of :class:`~hparse.config_schema.CRFConfig` (``eval.crf``; defaults above)."""
 
-    def __post_init__(self):
-        if self.window < 1 or self.window % 2 == 0 or self.downsample < 1 or self.iters < 0:
-            raise ValueError("crf: window must be odd and positive, downsample >= 1, iters >= 0")
+    def __init__(self, **params):
+        self.p = CRFConfig(**params)   # validated: a bad value raises ValueError naming it
+
+    def __repr__(self) -> str:
+        return f"DenseCRF({self.p.model_dump()})"
 
     def kernel(self, image: torch.Tensor) -> torch.Tensor:
         """(window^2, h, w) pairwise weights on the coarse grid of ``image`` (3, H, W) float, zero for the centre
         and for neighbours outside the photo."""
-        k, ds = self.window, self.downsample
+        p = self.p
+        k, ds = p.window, p.downsample
         rgb = F.avg_pool2d(image[None], ds, ceil_mode=True)                          # (1, 3, h, w)
         h, w = rgb.shape[-2:]
         neighbours = F.unfold(rgb, k, padding=k // 2).view(3, k * k, h, w)
@@ -47,9 +42,8 @@ class DenseCRF:
         colour = ((neighbours - rgb[0, :, None]) ** 2).sum(0)                         # (k^2, h, w)
         r = torch.arange(k, dtype=torch.float32) - k // 2
         dist = ((r[:, None] ** 2 + r[None, :] ** 2) * ds * ds).view(k * k, 1, 1)       # squared pixels
-        weights = (self.bilateral_weight * torch.exp(-dist / (2 * self.bilateral_xy ** 2)
-                                                     - colour / (2 * self.bilateral_rgb ** 2))
-                   + self.gaussian_weight * torch.exp(-dist / (2 * self.gaussian_xy ** 2)))
+        bilateral = torch.exp(-dist / (2 * p.bilateral_xy ** 2) - colour / (2 * p.bilateral_rgb ** 2))
+        weights = p.bilateral_weight * bilateral + p.gaussian_weight * torch.exp(-dist / (2 * p.gaussian_xy ** 2))
         weights[k * k // 2] = 0
         return weights * inside
 
@@ -64,9 +58,9 @@ class DenseCRF:
         k2, h, w = kernel.shape
         unary = probs.clamp_min(1e-8).log()
         q = probs
-        for _ in range(self.iters):
-            coarse = F.avg_pool2d(q[None], self.downsample, ceil_mode=True)
-            msg = (F.unfold(coarse, self.window, padding=self.window // 2).view(c, k2, h, w) * kernel).sum(1)
+        for _ in range(self.p.iters):
+            coarse = F.avg_pool2d(q[None], self.p.downsample, ceil_mode=True)
+            msg = (F.unfold(coarse, self.p.window, padding=self.p.window // 2).view(c, k2, h, w) * kernel).sum(1)
             msg = F.interpolate(msg[None], size=(H, W), mode="bilinear", align_corners=False)[0]
             q = (unary + msg).softmax(0)
         return q
