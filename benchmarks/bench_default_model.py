@@ -63,6 +63,8 @@ def main(argv=None) -> None:
     ap.add_argument("--cihp", type=Path, default=SHARED / "cihp-samples", help="the CIHP sample photos")
     ap.add_argument("--long-sides", default="384,512,640", help="comma-separated network long sides")
     ap.add_argument("--backend", default=None, help="torch, onnxruntime, onnxruntime-int8 (default: fastest)")
+    ap.add_argument("--people", default=None, help="also the CIHP person IoU with this instance model parsing small "
+                                                   "people again (hparse parse --people)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     import hparse
@@ -74,6 +76,8 @@ def main(argv=None) -> None:
     sides = [int(s) for s in args.long_sides.split(",")]
     miou = ccp_miou(parser, args.config, args.ccp, sides)
     people = person_iou(parser, args.cihp)
+    assisted = person_iou(hparse.load(args.model, backend=args.backend, people=args.people), args.cihp) \
+        if args.people else None
     best = max(miou.values())
     print(f"\nmodel {args.model} (backend {parser.backend}, its long side {parser.predictor.long_side})\n")
     print("| CCP val mIoU at long side | " + " | ".join(str(s) for s in sides) + " | worst gap to the best |")
@@ -81,11 +85,13 @@ def main(argv=None) -> None:
     print("| | " + " | ".join(f"{v:.2f}" for v in miou.values()) + f" | {best - min(miou.values()):.2f} |\n")
     print("| CIHP sample | " + " | ".join(people) + " | mean |")
     print("|---|" + "---:|" * (len(people) + 1))
-    print("| person IoU | " + " | ".join(f"{v:.3f}" for v in people.values())
-          + f" | {np.mean(list(people.values())):.3f} |")
+    for name, iou in (("person IoU", people), (f"with --people {args.people}", assisted)):
+        if iou is not None:
+            cells = [f"{v:.3f}" for v in iou.values()] + [f"{np.mean(list(iou.values())):.3f}"]
+            print(f"| {name} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "backend": parser.backend, "ccp_val_miou": miou,
-                                         "cihp_person_iou": people}, indent=1))
+                                         "cihp_person_iou": people, "cihp_person_iou_people": assisted}, indent=1))
 
 
 if __name__ == "__main__":
