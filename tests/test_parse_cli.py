@@ -156,13 +156,18 @@ def test_shipped_default_model_parses_examples(tmp_path):
     assert label.max() < 15 and (label > 0).mean() > 0.05  # finds some person parts
 
 
-def test_shipped_robust_model_parses_at_a_larger_long_side(tmp_path):
-    """The scale-robust fourth stage: same network and label set as ``default``, asked for a larger input."""
+def test_shipped_default_is_the_scale_robust_model_and_base_the_one_before(tmp_path):
+    """``default`` is the scale-robust fourth stage (``robust`` names it too); ``base`` is the three-stage model it
+    replaced. Same network and label set, asked for a larger input."""
     import hparse
+    from hparse.engine.checkpoint import resolve_weights
 
+    assert resolve_weights("robust") == resolve_weights("default") != resolve_weights("base")
     p = hparse.load("robust", backend="torch", long_side=512)
     assert p.meta.name == "ccp15" and p.predictor.long_side == 512
-    assert max(h["miou"] for h in torch.load(hparse.api.SHIPPED["robust"], weights_only=True)["history"]) > 0.46
+    best = {name: max(h["miou"] for h in torch.load(hparse.api.SHIPPED[name], weights_only=True)["history"])
+            for name in ("default", "base")}
+    assert best["default"] > 0.46 > best["base"] > 0.4
     img = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.jpg"))[0]
     label = p.predict(img)
     assert label.shape == np.asarray(Image.open(img)).shape[:2] and (label > 0).mean() > 0.05

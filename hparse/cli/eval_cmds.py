@@ -16,7 +16,8 @@ def eval_(ctx: typer.Context, config: str = typer.Argument(..., help="config (gi
           split: str = typer.Option(None, help="split to score (default: the config's val split)"),
           tta: bool = typer.Option(False, help="multi-scale + flip (eval.tta_scales)"),
           json_out: Path = typer.Option(None, "--json", help="write the scores as JSON"),
-          plot: Path = typer.Option(None, help="confusion-matrix PNG (default beside the checkpoint)"),
+          plot: Path = typer.Option(None, help="confusion-matrix PNG (default beside --json, else beside the "
+                                                  "checkpoint file, else here)"),
           convert: str = typer.Option(None, help="map predictions through a label converter, e.g. lip:ppss",
                                       callback=check_convert),
           levels: bool = typer.Option(False, help="hierarchical models: also score hierarchy levels 2 and 3"),
@@ -44,7 +45,7 @@ def eval_(ctx: typer.Context, config: str = typer.Argument(..., help="config (gi
     except (HParseError, KeyError, ValueError) as e:
         fail(e)
     _show_eval(run, tta, json_out)
-    _plot_confusion(run, checkpoint, plot)
+    _plot_confusion(run, checkpoint, plot, json_out)
 
 
 SHORTCUTS = {"low_res": "lowres", "ipr": "ipr", "levels": None}  # evaluator -> JSON file suffix (levels: per level)
@@ -88,14 +89,15 @@ def _show_eval(run: SimpleNamespace, tta: bool, json_out: Path | None) -> None:
         report(res, json_out.with_name(f"{json_out.stem}{stem}.json") if json_out else None)
 
 
-def _plot_confusion(run: SimpleNamespace, checkpoint: str, plot: Path | None) -> None:
+def _plot_confusion(run: SimpleNamespace, checkpoint: str, plot: Path | None, json_out: Path | None) -> None:
     from ..viz.plots import confusion_matrix_plot
 
     semantic = run.results.get("semantic")
     if semantic is None:
         return
     ck_path = Path(checkpoint)
-    plot = plot or (ck_path.parent if ck_path.is_file() else Path(".")) / f"confusion_{run.reader.split}.png"
+    folder = json_out.parent if json_out else ck_path.parent if ck_path.is_file() else Path(".")
+    plot = plot or folder / f"confusion_{run.reader.split}.png"
     confusion_matrix_plot(semantic.confusion.matrix, run.reader.meta.classes, plot)
     typer.echo(f"confusion matrix: {plot}")
 

@@ -14,9 +14,10 @@ from ..labels import get_meta
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 SHIPPED = {name: WEIGHTS_DIR / f"{name}.pt" for name in
-           ("default", "robust", "aiparsing_cpu_ccpmulti", "unified_cpu_ccpmulti")}
-#: other names of shipped models: ``multi`` is the better of the two CPU instance models on ccp-multi val (README)
-ALIASES = {"multi": "aiparsing_cpu_ccpmulti"}
+           ("default", "base", "aiparsing_cpu_ccpmulti", "unified_cpu_ccpmulti")}
+#: other names of shipped models: ``multi`` is the better of the two CPU instance models on ccp-multi val (README);
+#: ``robust`` is the scale-robust fourth stage that became ``default`` (``base`` is the three-stage model before it)
+ALIASES = {"multi": "aiparsing_cpu_ccpmulti", "robust": "default"}
 
 
 def resolve_weights(name_or_path: str | Path) -> Path:
