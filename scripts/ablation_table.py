@@ -2,10 +2,11 @@
 
     python scripts/ablation_table.py runs/mman_light_ccp_baseline runs/mman_light_ccp ...
 
-One row per config, in the order first given; runs of the same config (the name saved in each run's
-``config.yaml``: e.g. the same row trained with ``train.seed=0`` and ``train.seed=1``) are pooled into one row
-showing ``mean ± half the range`` and their number (``runs``), and the table is followed by the rows whose
-mIoU differs from the first row's (the control) by more than the two rows' spreads together. Columns come from
+One row per setup, in the order first given; runs of the same setup (the resolved ``config.yaml`` each run saved,
+``train.seed`` aside: e.g. the same row trained with ``train.seed=0`` and ``train.seed=1``) are pooled into one row
+showing ``mean ± half the range`` and their number (``runs``). Rows are named by their config; setups of one
+config that differ by overrides (``model.mode=direct_bu``) are told apart by the settings they differ in. The table
+is followed by every pair of rows whose mIoU differ by more than the two rows' spreads together. Columns come from
 what the evaluation wrote beside ``eval.json``: mIoU, pixel acc, F1 always; low-resolution mIoU
 (``--low-res``) and IPR in parts per million (``--ipr``); level 2 / 3 mIoU (``--levels``).
 
@@ -37,7 +38,7 @@ def row(run: Path, stem: str = "eval") -> dict:
         raise SystemExit(f"{run}: no {stem}.json (run hparse eval CONFIG {run}/last.pt --json {run}/{stem}.json)")
     cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
     out = {"config": cfg.get("name", run.name), "mIoU": scores["miou"], "pixel acc": scores["pixel_acc"],
-           "F1": scores["f1"], "_guarded": set()}
+           "F1": scores["f1"], "_guarded": set(), "_setup": setup(cfg)}
     if out["F1"] is None or math.isnan(out["F1"]):
         out["F1"] = guarded_f1(scores)
         if out["F1"] is not None:
@@ -52,6 +53,21 @@ def row(run: Path, stem: str = "eval") -> dict:
     return out
 
 
+def setup(cfg: dict) -> dict[str, str]:
+    """A run's resolved config as ``{dotted key: value}``, without the seed (what makes runs one row)."""
+    flat: dict[str, str] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            flat[prefix[:-1]] = json.dumps(node, sort_keys=True)
+    walk(cfg, "")
+    flat.pop("train.seed", None)
+    return flat
+
+
 def guarded_f1(scores: dict) -> float | None:
     """HHP's F1 with 0/0 precision taken as 0, from the per-class scores."""
     per_class = list(scores.get("per_class", {}).values())
@@ -62,16 +78,28 @@ def guarded_f1(scores: dict) -> float | None:
 
 
 def pooled(runs: list[dict]) -> list[dict]:
-    """Runs grouped by config (first-seen order): per column the list of values, ``runs`` their number."""
-    groups: dict[str, dict] = {}
+    """Runs grouped by setup (first-seen order): per column the list of values, ``runs`` their number."""
+    groups: dict[tuple, dict] = {}
     for r in runs:
-        g = groups.setdefault(r["config"], {"config": r["config"], "runs": 0, "_guarded": set()})
+        key = (r["config"], tuple(sorted(r["_setup"].items())))
+        g = groups.setdefault(key, {"config": r["config"], "runs": 0, "_guarded": set(), "_setup": r["_setup"]})
         g["runs"] += 1
         g["_guarded"] |= r["_guarded"]
         for k, v in r.items():
-            if k not in ("config", "_guarded"):
+            if not k.startswith("_") and k != "config":
                 g.setdefault(k, []).extend([] if v is None else [v])
-    return list(groups.values())
+    rows = list(groups.values())
+    differing = [_differing(r, [o for o in rows if o["config"] == r["config"] and o is not r]) for r in rows]
+    for r, keys in zip(rows, differing):
+        r["config"] += f" ({', '.join(keys)})" if keys else ""
+    return rows
+
+
+def _differing(row: dict, others: list[dict]) -> list[str]:
+    """``key=value`` for the settings in which ``row`` differs from any of ``others``."""
+    keys = {k for o in others for k in row["_setup"].keys() | o["_setup"].keys()
+            if row["_setup"].get(k) != o["_setup"].get(k)}
+    return [f"{k}={json.loads(row['_setup'][k]) if k in row['_setup'] else '-'}" for k in sorted(keys)]
 
 
 def spread(values: list[float]) -> tuple[float, float]:
@@ -105,12 +133,13 @@ def markdown(rows: list[dict]) -> str:
 
 
 def beyond_spread(rows: list[dict], col: str = "mIoU") -> list[str]:
-    """The rows whose ``col`` differs from the first row's by more than both rows' half-ranges together."""
-    (m0, h0), out = spread(rows[0][col]), []
-    for r in rows[1:]:
-        m, h = spread(r[col])
-        if abs(m - m0) > h + h0:
-            out.append(f"`{r['config']}` {100 * (m - m0):+.2f}")
+    """Every pair of rows whose ``col`` differ by more than both rows' half-ranges together."""
+    out = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            (ma, ha), (mb, hb) = spread(a[col]), spread(b[col])
+            if abs(mb - ma) > ha + hb:
+                out.append(f"`{b['config']}` vs `{a['config']}` {100 * (mb - ma):+.2f}")
     return out
 
 
@@ -123,8 +152,7 @@ def main(argv=None) -> None:
     print(markdown(rows))
     if any(r["runs"] > 1 for r in rows):
         beyond = beyond_spread(rows)
-        print(f"\nmIoU beyond the spread of `{rows[0]['config']}` and the row: "
-              + (", ".join(beyond) if beyond else "none"))
+        print("\nmIoU differences beyond both rows' spreads: " + ("; ".join(beyond) if beyond else "none"))
 
 
 if __name__ == "__main__":

@@ -54,8 +54,8 @@ def test_missing_evaluation_is_an_error_naming_the_command(tmp_path):
 
 
 def test_seeds_of_a_config_pool_into_mean_and_spread_and_differences_are_read_against_it(tmp_path, capsys):
-    """Two seeds per row: ``mean ± half the range``, the number of runs, and the rows whose mIoU leaves the
-    spreads of the control (first row) and itself."""
+    """Two seeds per row: ``mean ± half the range``, the number of runs, and every pair of rows whose mIoU
+    difference exceeds both rows' spreads."""
     def seed(config: str, k: int, miou: float) -> Path:
         run = tmp_path / f"{config}_s{k}"
         run.mkdir()
@@ -71,4 +71,22 @@ def test_seeds_of_a_config_pool_into_mean_and_spread_and_differences_are_read_ag
     assert out[2] == "| `basic` | 40.50 ± 0.50 | 90.00 ± 0.00 | 50.00 ± 0.00 | 2 |"
     assert out[3] == "| `lcm` | 40.00 ± 0.50 | 90.00 ± 0.00 | 50.00 ± 0.00 | 2 |"
     assert out[4] == "| `gem` | 43.50 ± 0.50 | 90.00 ± 0.00 | 50.00 ± 0.00 | 2 |"
-    assert out[-1] == "mIoU beyond the spread of `basic` and the row: `gem` +3.00"
+    assert out[-1] == "mIoU differences beyond both rows' spreads: `gem` vs `basic` +3.00; `gem` vs `lcm` +3.50"
+
+
+def test_rows_of_one_config_set_apart_by_overrides_are_not_pooled(tmp_path, capsys):
+    """Table 6 at paper size is one config with ``model.mode`` overridden per row: those rows stay apart, named
+    by what differs, while the seeds of each still pool."""
+    def run(name: str, mode: str, k: int, miou: float) -> Path:
+        folder = tmp_path / f"{mode}_s{k}"
+        folder.mkdir()
+        (folder / "config.yaml").write_text(f"name: cnif_r101_ppp\nmodel: {{mode: {mode}, width: 1}}\n"
+                                            f"train: {{seed: {k}, epochs: 4}}\n")
+        (folder / "eval.json").write_text(json.dumps({"miou": miou, "pixel_acc": 0.9, "f1": 0.5}))
+        return folder
+
+    table.main([str(run("full", "full", 0, 0.5)), str(run("bu", "direct_bu", 0, 0.4)),
+                str(run("full", "full", 1, 0.52))])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[2] == "| `cnif_r101_ppp (model.mode=full)` | 51.00 ± 1.00 | 90.00 ± 0.00 | 50.00 ± 0.00 | 2 |"
+    assert out[3] == "| `cnif_r101_ppp (model.mode=direct_bu)` | 40.00 | 90.00 | 50.00 | 1 |"

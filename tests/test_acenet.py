@@ -289,14 +289,25 @@ def test_basic_network_is_backbone_and_ppm_without_side_branches(name, full):
     assert {t["type"] for t in cfg["data"]["train_transforms"]} & {"EdgeTarget", "PartCentreTarget",
                                                                      "JointHeatmapTarget"} == set()
     assert cfg["train"] == ref["train"] and cfg["eval"] == ref["eval"]
-    if name.startswith("acenet_light"):   # paper size: built only for its structure (ResNet-101 is slow here)
+    with torch.device("meta"):   # paper size too: the modules without initialising a ResNet-101
+        m = build_model(cfg["model"], get_meta(cfg["data"]["label_set"]), loss=cfg["loss"])
+    assert m.boundary is None and m.skeleton is None and m.local_module is None and m.global_block is None
+    if name.startswith("acenet_light"):   # a training step at light size only (ResNet-101 is slow here)
         m = build_model(cfg["model"], get_meta(cfg["data"]["label_set"]), loss=cfg["loss"]).train()
-        assert m.boundary is None and m.skeleton is None and m.local_module is None and m.global_block is None
         x = torch.rand(2, 3, 64, 48) * 255
         batch = {"image": x, "label": torch.randint(0, m.num_classes, (2, 64, 48))}
         losses = m(batch)
         assert set(losses) == {"ce_parsing_aux", "ce_parsing"}
         assert set(m.network(x)) == {"parsing", "parsing_aux"}
+
+
+def test_spatial_attention_competitor_is_danets_position_attention():
+    """Table 2's 'Self-attention (spatial)' row builds DANet's position attention module on P."""
+    from hparse.models.blocks import PositionAttention
+
+    cfg = C.load_config("acenet_light_ccp_spatial_attention")
+    m = build_model(cfg["model"], get_meta("ccp15"), loss=cfg["loss"])
+    assert isinstance(m.global_block, PositionAttention)
 
 
 # --- MACs of matmuls -------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def test_crf_follows_the_photo_not_just_the_neighbours():
 def test_eval_crf_refines_the_predictor_labels():
     cfg = C.load_config("mman_light_ccp_crf")
     assert cfg["eval"]["crf"]["iters"] == 5 and C.load_config("mman_light_ccp")["eval"]["crf"] is None
-    C.load_config("mman_r101_lip_crf")
+    assert cfg["model"]["variant"] == C.load_config("mman_r101_lip_crf")["model"]["variant"] == "baseline"
     meta = get_meta("ccp15")
     torch.manual_seed(0)
     model = build_model({**cfg["model"], "backbone": {"name": "resnet18", "width": 0.125, "output_stride": 16},

@@ -22,10 +22,10 @@ the CE2P pieces.  The model, as in the paper's Fig. 2:
 
 Ablation switches (the paper's Tables 1-3): ``local`` in ``none | lcm | channel_attention | concat_skeleton |
 se`` with ``lcm_gc`` and ``lcm_n``; ``global_module`` in ``none | gem | spatial_attention | concat_boundary``
-with ``gem_d``.  Both ``none`` is the basic network (the fusion head then reads ``P`` alone).  The boundary and
-skeleton branches stay in every variant (``edge_branch`` / ``skeleton_branch``), so the ablations share the
-loss and differ only in how the features are used.  The light variant is the same code with a light backbone
-and narrower widths.
+with ``gem_d``.  The module rows keep the boundary and skeleton branches (``edge_branch`` / ``skeleton_branch``)
+and their losses, so they differ only in how the features are used; the paper's Basic Network (backbone + PPM +
+classifier) also turns both branches off and drops their losses (``acenet_*_basic`` configs).  The light variant
+is the same code with a light backbone and narrower widths.
 
 All outputs are at stride 4 (Res-2's grid): ``parsing`` / ``parsing_aux`` (B, classes, h, w), ``edge``
 (B, 2, h, w), ``structure`` (B, J, h, w) with ``J = num_points`` (default ``num_classes - 1``: one part centre
