@@ -42,14 +42,11 @@ def ccp_miou(parser, config: str, root: Path, long_sides: list[int]) -> dict[int
 def person_iou(parser, root: Path) -> dict[str, float]:
     """Per CIHP sample photo: IoU of the pixels labelled as any part (person) with CIHP's own person pixels."""
     from hparse.io.image import read_image, read_label
+    from hparse.metrics.semantic import person_iou as iou
 
     out = {}
     for path in sorted((root / "Images").glob("*.jpg")):
-        truth = read_label(root / "Category_ids" / f"{path.stem}.png")
-        valid = truth != 255
-        ours, theirs = parser.predict(read_image(path)) > 0, truth > 0
-        union = ((ours | theirs) & valid).sum()
-        out[path.stem] = float(((ours & theirs) & valid).sum() / max(union, 1))
+        out[path.stem] = iou(parser.predict(read_image(path)), read_label(root / "Category_ids" / f"{path.stem}.png"))
         print(f"CIHP {path.stem}: person IoU {out[path.stem]:.3f}", file=sys.stderr)
     return out
 

@@ -245,3 +245,12 @@ def test_low_resolution_centre_pixel_and_pil():
     np.testing.assert_array_equal(t[0].numpy(), low_resolution(lab, 16))
     with pytest.raises(ValueError):
         low_resolution(np.zeros((8, 8), np.uint8), 16)
+
+
+def test_person_iou_is_any_part_against_any_part_with_ignored_pixels_left_out():
+    from hparse.metrics.semantic import person_iou
+
+    truth = np.array([[0, 3, 3, 255], [0, 0, 5, 255]])
+    pred = np.array([[1, 2, 0, 7], [0, 0, 9, 7]])     # other part ids count as person too
+    assert person_iou(pred, truth) == 2 / 4          # ours {(0,0),(0,1),(1,2)}, theirs {(0,1),(0,2),(1,2)}
+    assert person_iou(np.zeros((2, 4), np.uint8), np.zeros((2, 4), np.uint8)) == 0.0

@@ -146,14 +146,10 @@ def test_people_option_finds_the_small_people_of_a_real_group_photo(cihp_samples
     a person; parsing each detected person again on its crop (``people=``) raises the person IoU by over 0.1."""
     import hparse
     from hparse.io.image import read_image, read_label
+    from hparse.metrics.semantic import person_iou
 
     image = read_image(cihp_samples_root / "Images" / "0005008.jpg")
     truth = read_label(cihp_samples_root / "Category_ids" / "0005008.png")
-
-    def person_iou(parser):
-        ours, theirs, valid = parser.predict(image) > 0, truth > 0, truth != 255
-        return ((ours & theirs) & valid).sum() / ((ours | theirs) & valid).sum()
-
-    alone = person_iou(hparse.load("default", backend="torch"))
-    refined = person_iou(hparse.load("default", backend="torch", people="unified_cpu_ccpmulti"))
+    alone = person_iou(hparse.load("default", backend="torch").predict(image), truth)
+    refined = person_iou(hparse.load("default", backend="torch", people="unified_cpu_ccpmulti").predict(image), truth)
     assert alone < 0.5 and refined > alone + 0.1

@@ -304,6 +304,15 @@ def semantic_scores(matrix, convention: str = "ce2p", class_names=None,
         mean_recall=mean_r, f1=float(f1))
 
 
+def person_iou(pred, truth, ignore: int = 255, background: int = 0) -> float:
+    """IoU of person vs background: pixels labelled as any part in ``pred`` against those in ``truth`` (label
+    maps of any two label sets), ``ignore`` pixels of ``truth`` left out."""
+    pred, truth = _to_numpy(pred), _to_numpy(truth)
+    valid = truth != ignore
+    ours, theirs = (pred != background) & valid, (truth != background) & valid
+    return float((ours & theirs).sum() / max((ours | theirs).sum(), 1))
+
+
 # --------------------------------------------------------------------------- IPR
 
 
