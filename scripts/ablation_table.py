@@ -8,7 +8,12 @@ showing ``mean ± half the range`` and their number (``runs``). Rows are named b
 config that differ by overrides (``model.mode=direct_bu``) are told apart by the settings they differ in. The table
 is followed by every pair of rows whose mIoU differ by more than the two rows' spreads together. Columns come from
 what the evaluation wrote beside ``eval.json``: mIoU, pixel acc, F1 always; low-resolution mIoU
-(``--low-res``) and IPR in parts per million (``--ipr``); level 2 / 3 mIoU (``--levels``).
+(``--low-res``; the other readings from ``--low-res-mode MODE --json RUN/eval_MODE.json`` beside it) and IPR in
+parts per million (``--ipr``); level 2 / 3 mIoU (``--levels``).
+
+A run given as ``RUN:STEM`` is read from ``RUN/STEM.json`` instead and makes its own row, named ``config + STEM``:
+the same checkpoint scored another way, e.g. Table 4's "+CRF" row,
+``hparse eval mman_light_ccp_crf RUN/last.pt --json RUN/eval_crf.json`` listed as ``RUN:eval_crf``.
 
 F1 is HHP's (harmonic mean of the class-averaged precision and recall). Where a class is never
 predicted HHP's precision is 0/0 and its F1 NaN; the table then takes that precision as 0 (the
@@ -31,13 +36,18 @@ def _read(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def row(run: Path, stem: str = "eval") -> dict:
-    """One run's figures (fractions); ``"_guarded"`` names the columns computed with HHP's 0/0 taken as 0."""
+LOW_RES_MODES = ("pooled", "generator")   # low-res readings besides the default (nearest)
+
+
+def row(run: Path, stem: str = "eval", default_stem: str | None = None) -> dict:
+    """One run's figures (fractions); ``"_guarded"`` names the columns computed with HHP's 0/0 taken as 0.
+    A ``stem`` other than ``default_stem`` is part of the row's name."""
     scores = _read(run / f"{stem}.json")
     if scores is None:
         raise SystemExit(f"{run}: no {stem}.json (run hparse eval CONFIG {run}/last.pt --json {run}/{stem}.json)")
     cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    out = {"config": cfg.get("name", run.name), "mIoU": scores["miou"], "pixel acc": scores["pixel_acc"],
+    name = cfg.get("name", run.name) + (f" + {stem}" if default_stem not in (None, stem) else "")
+    out = {"config": name, "mIoU": scores["miou"], "pixel acc": scores["pixel_acc"],
            "F1": scores["f1"], "_guarded": set(), "_setup": setup(cfg)}
     if out["F1"] is None or math.isnan(out["F1"]):
         out["F1"] = guarded_f1(scores)
@@ -45,6 +55,9 @@ def row(run: Path, stem: str = "eval") -> dict:
             out["_guarded"].add("F1")
     if (low := _read(run / f"{stem}_lowres.json")) is not None:
         out["low-res mIoU (1/16)"] = low["miou"]
+    for mode in LOW_RES_MODES:
+        if (low := _read(run / f"{stem}_{mode}_lowres.json")) is not None:
+            out[f"low-res mIoU (1/16, {mode})"] = low["miou"]
     if (ipr := _read(run / f"{stem}_ipr.json")) is not None:
         out["IPR (ppm)"] = ipr["pred"]["ipr"]
     for lvl in (2, 3):
@@ -145,10 +158,10 @@ def beyond_spread(rows: list[dict], col: str = "mIoU") -> list[str]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="run folders holding eval.json")
+    ap.add_argument("runs", nargs="+", help="run folders holding eval.json (RUN:STEM: RUN/STEM.json, a row of its own)")
     ap.add_argument("--stem", default="eval", help="name of the evaluation JSON (default eval)")
     args = ap.parse_args(argv)
-    rows = pooled([row(r, args.stem) for r in args.runs])
+    rows = pooled([row(Path(r), stem or args.stem, args.stem) for r, _, stem in (a.partition(":") for a in args.runs)])
     print(markdown(rows))
     if any(r["runs"] > 1 for r in rows):
         beyond = beyond_spread(rows)

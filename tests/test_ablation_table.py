@@ -90,3 +90,29 @@ def test_rows_of_one_config_set_apart_by_overrides_are_not_pooled(tmp_path, caps
     out = capsys.readouterr().out.strip().splitlines()
     assert out[2] == "| `cnif_r101_ppp (model.mode=full)` | 51.00 ± 1.00 | 90.00 ± 0.00 | 50.00 ± 0.00 | 2 |"
     assert out[3] == "| `cnif_r101_ppp (model.mode=direct_bu)` | 40.00 | 90.00 | 50.00 | 1 |"
+
+
+def test_other_low_res_readings_get_their_own_columns(tmp_path, capsys):
+    """``--low-res-mode pooled|generator --json RUN/eval_MODE.json`` beside eval.json: one column per reading."""
+    run = _run(tmp_path, "mman_a", lowres={"miou": 0.2}, pooled_lowres={"miou": 0.25}, generator_lowres={"miou": 0.3})
+    table.main([str(run)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == ("| config | mIoU | pixel acc | F1 | low-res mIoU (1/16) | low-res mIoU (1/16, pooled) "
+                        "| low-res mIoU (1/16, generator) |")
+    assert lines[2] == "| `mman_a` | 41.23 | 90.00 | - | 20.00 | 25.00 | 30.00 |"
+
+
+def test_run_with_a_stem_is_a_row_of_its_own_named_by_it(tmp_path, capsys):
+    """``RUN:eval_crf`` reads RUN/eval_crf.json (and its own side files): the same checkpoint scored another way
+    (Table 4's "+CRF") is a separate row, and its seeds pool like any other."""
+    runs = []
+    for k, (plain, crf) in enumerate(((0.40, 0.41), (0.42, 0.43))):
+        run = _run(tmp_path, f"base_s{k}", crf={"miou": crf, "pixel_acc": 0.9, "f1": None},
+                   crf_ipr={"pred": {"ipr": 1e-6}, "gt": {"ipr": 0.0}})
+        (run / "config.yaml").write_text(f"name: base\ntrain: {{seed: {k}}}\n")
+        (run / "eval.json").write_text(json.dumps({"miou": plain, "pixel_acc": 0.9, "f1": None}))
+        runs.append(run)
+    table.main([str(r) for r in runs] + [f"{r}:eval_crf" for r in runs])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[2].startswith("| `base` | 41.00 ± 1.00 | 90.00 ± 0.00 | - | - | 2 |")
+    assert lines[3] == "| `base + eval_crf` | 42.00 ± 1.00 | 90.00 ± 0.00 | - | 1.0 ± 0.0 | 2 |"
