@@ -29,14 +29,12 @@ from pathlib import Path
 
 import yaml
 
+from hparse.evaluation.semantic import LOW_RES_MODES
 from hparse.metrics.semantic import f1_from_means
 
 
 def _read(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-LOW_RES_MODES = ("pooled", "generator")   # low-res readings besides the default (nearest)
 
 
 def row(run: Path, stem: str = "eval", default_stem: str | None = None) -> dict:
@@ -55,7 +53,7 @@ def row(run: Path, stem: str = "eval", default_stem: str | None = None) -> dict:
             out["_guarded"].add("F1")
     if (low := _read(run / f"{stem}_lowres.json")) is not None:
         out["low-res mIoU (1/16)"] = low["miou"]
-    for mode in LOW_RES_MODES:
+    for mode in LOW_RES_MODES[1:]:   # the readings besides the default (nearest)
         if (low := _read(run / f"{stem}_{mode}_lowres.json")) is not None:
             out[f"low-res mIoU (1/16, {mode})"] = low["miou"]
     if (ipr := _read(run / f"{stem}_ipr.json")) is not None:
