@@ -102,6 +102,7 @@ class OptimizerConfig(Section):
     nesterov: bool = False                         # sgd
     betas: Annotated[list[Beta], Field(min_length=2, max_length=2)] = [0.9, 0.999]   # adam, adamw
     no_decay_norm_bias: bool = True                # no weight decay on 1-d parameters (norms, biases)
+    lr_mult: dict[str, PositiveFloat] = {}         # {parameter-name prefix: lr multiplier}, e.g. a pretrained trunk
 
 
 class DOptimizerConfig(OptimizerConfig):

@@ -23,7 +23,7 @@ def test_param_counts_match_torchvision(name, expected):
 
 
 def test_registry_names():
-    assert BACKBONES.names() == ["mobilenetv2", "resnet101", "resnet18", "resnet34", "resnet50"]
+    assert BACKBONES.names() == ["efficientnet_lite0", "mobilenetv2", "resnet101", "resnet18", "resnet34", "resnet50"]
     with pytest.raises(ConfigError):
         build_backbone("resnet9000")
 

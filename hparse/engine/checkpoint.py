@@ -18,6 +18,8 @@ SHIPPED = {name: WEIGHTS_DIR / f"{name}.pt" for name in
 #: other names of shipped models: ``multi`` is the better of the two CPU instance models on ccp-multi val (README);
 #: ``robust`` is the scale-robust fourth stage that became ``default`` (``base`` is the three-stage model before it)
 ALIASES = {"multi": "aiparsing_cpu_ccpmulti", "robust": "default"}
+#: ``train.init_from`` prefix of ImageNet backbone weights from an installed package
+IMAGENET = "imagenet:"
 
 
 def resolve_weights(name_or_path: str | Path) -> Path:
@@ -101,7 +103,11 @@ def load_weights(model: torch.nn.Module, name_or_path, meta=None, keys: dict[str
     """Warm start ``model`` from a checkpoint or shipped model name (weights only); its label set must be ``meta``.
     With ``keys`` (``{checkpoint prefix: model prefix}``, e.g. ``{"trunk.backbone.": "body.backbone."}``) only
     the weights under those prefixes load, renamed, each of them required to fit (a backbone warm start from
-    another architecture; the label set then does not matter)."""
+    another architecture; the label set then does not matter). ``imagenet:NAME`` loads a backbone's ImageNet
+    weights (:mod:`hparse.models.backbones.pretrained`) into the module that ``keys`` = ``{"": prefix}`` names."""
+    if str(name_or_path).startswith(IMAGENET):
+        _load_imagenet(model, str(name_or_path)[len(IMAGENET):], keys)
+        return
     path = resolve_weights(name_or_path)
     ck = load_checkpoint(path)
     if not keys:
@@ -116,6 +122,21 @@ def load_weights(model: torch.nn.Module, name_or_path, meta=None, keys: dict[str
         raise HParseError(f"{path}: train.init_keys {keys} select {len(state)} weights"
                           + (f", {len(unknown)} of them not in this model ({_examples(unknown)})" if unknown else ""))
     load_state(_Part(model, state.keys()), state, path)
+
+
+def _load_imagenet(model: torch.nn.Module, name: str, keys: dict[str, str] | None) -> None:
+    from ..models.backbones.pretrained import imagenet_state
+
+    if not keys or list(keys) != [""]:
+        raise HParseError(f"train.init_from {IMAGENET}{name} needs train.init_keys {{'': <backbone prefix>}}, "
+                          "e.g. {'': 'trunk.backbone.'}")
+    prefix = keys[""]
+    try:
+        backbone = model.get_submodule(prefix.rstrip("."))
+    except AttributeError:
+        raise HParseError(f"train.init_keys: the model has no module {prefix.rstrip('.')!r}") from None
+    state = {prefix + k: v for k, v in imagenet_state(name, backbone).items()}
+    load_state(_Part(model, state.keys()), state, f"{IMAGENET}{name}")
 
 
 class _Part(torch.nn.Module):

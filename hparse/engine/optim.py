@@ -37,14 +37,25 @@ def make_lr_lambda(cfg: dict, total: int, iters_per_epoch: int):
 def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
     """SGD / Adam / AdamW over ``params`` (a module or an iterable of parameters) with the keys ``optimizer``,
     ``lr``, ``weight_decay``, ``momentum``, ``nesterov``, ``betas``; norm weights and biases (1-d parameters)
-    get no weight decay unless ``no_decay_norm_bias`` is false."""
+    get no weight decay unless ``no_decay_norm_bias`` is false; ``lr_mult`` (``{name prefix: factor}``, a module's
+    parameters only; the first matching prefix counts) scales the learning rate of the parameters it names."""
     kind = cfg["optimizer"].lower()
     lr, wd = float(cfg["lr"]), float(cfg["weight_decay"])
-    decay, no_decay = [], []
-    for p in (params.parameters() if isinstance(params, torch.nn.Module) else params):
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 and cfg["no_decay_norm_bias"] else decay).append(p)
-    groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+    mults = {str(k): float(v) for k, v in (cfg.get("lr_mult") or {}).items()}
+    named = params.named_parameters() if isinstance(params, torch.nn.Module) else (("", p) for p in params)
+    groups: dict[tuple[float, bool], list] = {(1.0, False): [], (1.0, True): []}  # the plain groups come first
+    used = set()
+    for name, p in named:
+        if not p.requires_grad:
+            continue
+        prefix = next((k for k in mults if name.startswith(k)), None) if name else None
+        used.add(prefix)
+        no_decay = p.ndim <= 1 and cfg["no_decay_norm_bias"]
+        groups.setdefault((mults.get(prefix, 1.0), no_decay), []).append(p)
+    unused = sorted(set(mults) - used)
+    if unused:
+        raise ConfigError(f"train.lr_mult: no parameter name starts with {unused}")
+    groups = [{"params": ps, "lr": lr * m, "weight_decay": 0.0 if nd else wd} for (m, nd), ps in groups.items()]
     if kind == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=float(cfg["momentum"]), nesterov=bool(cfg["nesterov"]))
     if kind in ("adam", "adamw"):
