@@ -219,6 +219,22 @@ class UpBlock(nn.Sequential):
         super().__init__(*mods)
 
 
+def _init_layers(layers, std: float | None) -> None:
+    """The generator's init: N(0, ``std``) for every conv (the paper), or with ``std=None`` the authors' code:
+    xavier-normal ConvTranspose, N(0, 0.01) convs; biases zero."""
+    for m in layers:
+        if not isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+            continue
+        if std is not None:
+            nn.init.normal_(m.weight, 0, std)
+        elif isinstance(m, nn.ConvTranspose2d):
+            nn.init.xavier_normal_(m.weight)
+        else:
+            nn.init.normal_(m.weight, 0, 0.01)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
 def _stem_channels(b: ResNet) -> int:
     return (b.bn3 if b.deep_stem else b.bn1).num_features
 
@@ -281,29 +297,17 @@ class MMAN(ParsingModel):
             if n not in DISCRIMINATOR_KINDS:
                 raise ValueError(f"unknown discriminator {n!r}; known: {', '.join(DISCRIMINATOR_KINDS)}")
         inputs = {n: DISCRIMINATOR_KINDS[n][0] for n in names}
-        self.mid_head = nn.Conv2d(dec[2] + sk[2], num_classes, 1) if "parsing_mid" in inputs.values() else None
-        self._init_generator(init_std)
+        _init_layers([*self.aspp.modules(), *self.skips, *self.ups.modules(), *self.head.modules()], init_std)
         critic = AdversarialCritic({
             n: build_discriminator(DISCRIMINATOR_KINDS[n][1], num_classes + image_channels, ndf, global_size,
                                    global_max_mult) for n in names}, inputs, known=tuple(DISCRIMINATOR_KINDS))
         self.__dict__["critic"] = critic  # not a submodule: outside the model's weights and exports
-        self.keep_bn_training = keep_bn_training
-
-    def _init_generator(self, std: float | None) -> None:
-        layers = [*self.aspp.modules(), *self.skips, *self.ups.modules(), *self.head.modules()]
+        # built last, so that at one seed every variant draws the same generator (and the same first
+        # discriminators): the table's rows then differ only in what they add
+        self.mid_head = nn.Conv2d(dec[2] + sk[2], num_classes, 1) if "parsing_mid" in inputs.values() else None
         if self.mid_head is not None:
-            layers.append(self.mid_head)
-        for m in layers:
-            if not isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-                continue
-            if std is not None:
-                nn.init.normal_(m.weight, 0, std)
-            elif isinstance(m, nn.ConvTranspose2d):
-                nn.init.xavier_normal_(m.weight)
-            else:
-                nn.init.normal_(m.weight, 0, 0.01)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+            _init_layers([self.mid_head], init_std)
+        self.keep_bn_training = keep_bn_training
 
     # -- generator ------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
