@@ -15,6 +15,11 @@ A run given as ``RUN:STEM`` is read from ``RUN/STEM.json`` instead and makes its
 the same checkpoint scored another way, e.g. Table 4's "+CRF" row,
 ``hparse eval mman_light_ccp_crf RUN/last.pt --json RUN/eval_crf.json`` listed as ``RUN:eval_crf``.
 
+``--control CONFIG`` adds a column of paired differences: each run's mIoU minus that of the control row's run with
+the same ``train.seed`` (rows that start from one initialisation per seed differ far less from each other than
+seeds do), ``mean ± half the range`` over the seeds both rows have, and lists the rows whose paired differences all
+lie on one side of zero by more than their half-range.
+
 F1 is HHP's (harmonic mean of the class-averaged precision and recall). Where a class is never
 predicted HHP's precision is 0/0 and its F1 NaN; the table then takes that precision as 0 (the
 ``atr_quirk=False`` value, equal to HHP's whenever HHP's is defined) and marks the cell with ``*``.
@@ -46,7 +51,7 @@ def row(run: Path, stem: str = "eval", default_stem: str | None = None) -> dict:
     cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
     name = cfg.get("name", run.name) + (f" + {stem}" if default_stem not in (None, stem) else "")
     out = {"config": name, "mIoU": scores["miou"], "pixel acc": scores["pixel_acc"],
-           "F1": scores["f1"], "_guarded": set(), "_setup": setup(cfg)}
+           "F1": scores["f1"], "_guarded": set(), "_setup": setup(cfg), "_seed": cfg.get("train", {}).get("seed")}
     if out["F1"] is None or math.isnan(out["F1"]):
         out["F1"] = guarded_f1(scores)
         if out["F1"] is not None:
@@ -65,11 +70,12 @@ def row(run: Path, stem: str = "eval", default_stem: str | None = None) -> dict:
 
 
 def setup(cfg: dict) -> dict[str, str]:
-    """A run's resolved config as ``{dotted key: value}``, without the seed (what makes runs one row)."""
+    """A run's resolved config as ``{dotted key: value}``, without the seed (what makes runs one row); empty
+    sections are left out, so a key that later versions added with an empty default does not split a row."""
     flat: dict[str, str] = {}
 
     def walk(node, prefix: str) -> None:
-        if isinstance(node, dict) and node:
+        if isinstance(node, dict):
             for k, v in node.items():
                 walk(v, f"{prefix}{k}.")
         else:
@@ -96,6 +102,7 @@ def pooled(runs: list[dict]) -> list[dict]:
         g = groups.setdefault(key, {"config": r["config"], "runs": 0, "_guarded": set(), "_setup": r["_setup"]})
         g["runs"] += 1
         g["_guarded"] |= r["_guarded"]
+        g.setdefault("_seed_miou", {})[r["_seed"]] = r["mIoU"]
         for k, v in r.items():
             if not k.startswith("_") and k != "config":
                 g.setdefault(k, []).extend([] if v is None else [v])
@@ -128,7 +135,8 @@ def _cell(col: str, value, guarded: bool = False) -> str:
     unit = 1e6 if col.startswith("IPR") else 100
     digits = 1 if col.startswith("IPR") else 2
     mean, half = spread(value)
-    text = f"{unit * mean:.{digits}f}" + (f" ± {unit * half:.{digits}f}" if len(value) > 1 else "")
+    sign = "+" if col == PAIRED else ""
+    text = f"{unit * mean:{sign}.{digits}f}" + (f" ± {unit * half:.{digits}f}" if len(value) > 1 else "")
     return text + ("*" if guarded else "")
 
 
@@ -154,16 +162,41 @@ def beyond_spread(rows: list[dict], col: str = "mIoU") -> list[str]:
     return out
 
 
+PAIRED = "Δ mIoU vs control (paired by seed)"
+
+
+def add_paired(rows: list[dict], control: str) -> list[str]:
+    """The paired-difference column against the row named ``control``; returns the rows whose paired
+    differences exceed their half-range (same sign throughout)."""
+    ctrl = next((r for r in rows if r["config"] == control), None)
+    if ctrl is None:
+        raise SystemExit(f"--control {control!r} is not one of the rows ({', '.join(r['config'] for r in rows)})")
+    beyond = []
+    for r in rows:
+        seeds = [s for s in r["_seed_miou"] if s in ctrl["_seed_miou"]]
+        diffs = [r["_seed_miou"][s] - ctrl["_seed_miou"][s] for s in seeds]
+        r[PAIRED] = diffs if r is not ctrl and diffs else None
+        if r is not ctrl and len(diffs) > 1:
+            mean, half = spread(diffs)
+            if abs(mean) > half:
+                beyond.append(f"`{r['config']}` {100 * mean:+.2f} (seeds {', '.join(map(str, seeds))})")
+    return beyond
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="run folders holding eval.json (RUN:STEM: RUN/STEM.json, a row of its own)")
     ap.add_argument("--stem", default="eval", help="name of the evaluation JSON (default eval)")
+    ap.add_argument("--control", help="the row (config name) to pair the others with, seed by seed")
     args = ap.parse_args(argv)
     rows = pooled([row(Path(r), stem or args.stem, args.stem) for r, _, stem in (a.partition(":") for a in args.runs)])
+    paired = add_paired(rows, args.control) if args.control else None
     print(markdown(rows))
     if any(r["runs"] > 1 for r in rows):
         beyond = beyond_spread(rows)
         print("\nmIoU differences beyond both rows' spreads: " + ("; ".join(beyond) if beyond else "none"))
+    if paired is not None:
+        print(f"\npaired differences to `{args.control}` beyond their spread: " + ("; ".join(paired) or "none"))
 
 
 if __name__ == "__main__":

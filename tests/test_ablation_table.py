@@ -74,6 +74,29 @@ def test_seeds_of_a_config_pool_into_mean_and_spread_and_differences_are_read_ag
     assert out[-1] == "mIoU differences beyond both rows' spreads: `gem` vs `basic` +3.00; `gem` vs `lcm` +3.50"
 
 
+def test_paired_differences_to_a_control_seed_by_seed(tmp_path, capsys):
+    """Seeds far apart, rows close at each seed: the paired column sees what the pooled spreads hide; an empty
+    section a later version added to the config does not split a row."""
+    def seed(config: str, k: int, miou: float, extra: str = "") -> Path:
+        run = tmp_path / f"{config}_s{k}"
+        run.mkdir()
+        (run / "config.yaml").write_text(f"name: {config}\ntrain: {{seed: {k}{extra}}}\n")
+        (run / "eval.json").write_text(json.dumps({"miou": miou, "pixel_acc": 0.9, "f1": 0.5}))
+        return run
+
+    runs = [seed("base", 0, 0.19), seed("base", 1, 0.15, ", lr_mult: {}"), seed("base", 2, 0.17),
+            seed("gan", 0, 0.195), seed("gan", 1, 0.156), seed("odd", 0, 0.20), seed("odd", 1, 0.14)]
+    table.main([str(r) for r in runs] + ["--control", "base"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "| config | mIoU | pixel acc | F1 | Δ mIoU vs control (paired by seed) | runs |"
+    assert out[2] == "| `base` | 17.00 ± 2.00 | 90.00 ± 0.00 | 50.00 ± 0.00 | - | 3 |"
+    assert out[3] == "| `gan` | 17.55 ± 1.95 | 90.00 ± 0.00 | 50.00 ± 0.00 | +0.55 ± 0.05 | 2 |"
+    assert out[4] == "| `odd` | 17.00 ± 3.00 | 90.00 ± 0.00 | 50.00 ± 0.00 | +0.00 ± 1.00 | 2 |"
+    assert out[-1] == "paired differences to `base` beyond their spread: `gan` +0.55 (seeds 0, 1)"
+    with pytest.raises(SystemExit, match="not one of the rows"):
+        table.main([str(r) for r in runs] + ["--control", "nope"])
+
+
 def test_rows_of_one_config_set_apart_by_overrides_are_not_pooled(tmp_path, capsys):
     """Table 6 at paper size is one config with ``model.mode`` overridden per row: those rows stay apart, named
     by what differs, while the seeds of each still pool."""
