@@ -156,21 +156,24 @@ def test_shipped_default_model_parses_examples(tmp_path):
     assert label.max() < 15 and (label > 0).mean() > 0.05  # finds some person parts
 
 
-def test_shipped_default_is_the_scale_robust_model_and_base_the_one_before(tmp_path):
-    """``default`` is the scale-robust fourth stage (``robust`` names it too); ``base`` is the three-stage model it
-    replaced. Same network and label set, asked for a larger input."""
+def test_shipped_default_is_the_pretrained_model_robust_and_base_the_ones_before(tmp_path):
+    """``default`` is CE2P's heads on an ImageNet EfficientNet-Lite0; ``robust`` the from-scratch scale-robust model
+    it replaced and ``base`` the three-stage model before that. Same label set, asked for a larger input."""
     import hparse
     from hparse.engine.checkpoint import resolve_weights
 
-    assert resolve_weights("robust") == resolve_weights("default") != resolve_weights("base")
+    assert len({resolve_weights(n) for n in ("default", "robust", "base")}) == 3
     p = hparse.load("robust", backend="torch", long_side=512)
     assert p.meta.name == "ccp15" and p.predictor.long_side == 512
     best = {name: max(h["miou"] for h in torch.load(hparse.api.SHIPPED[name], weights_only=True)["history"])
-            for name in ("default", "base")}
-    assert best["default"] > 0.46 > best["base"] > 0.4
+            for name in ("default", "robust", "base")}
+    assert best["default"] > 0.5 > best["robust"] > 0.46 > best["base"] > 0.4
+    shipped = torch.load(hparse.api.SHIPPED["default"], weights_only=True)["config"]["model"]["backbone"]
+    assert shipped["name"] == "efficientnet_lite0"
     img = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.jpg"))[0]
-    label = p.predict(img)
-    assert label.shape == np.asarray(Image.open(img)).shape[:2] and (label > 0).mean() > 0.05
+    for name in ("default", "robust"):
+        label = hparse.load(name, backend="torch").predict(img)
+        assert label.shape == np.asarray(Image.open(img)).shape[:2] and (label > 0).mean() > 0.05, name
 
 
 def test_people_option_parses_small_people_again_and_refuses_what_it_cannot_give(tmp_path):

@@ -129,7 +129,7 @@ def test_foreign_checkpoints_get_one_line_naming_what_does_not_fit(finished, tmp
 
 
 def test_init_keys_warm_starts_only_the_renamed_prefix(root, tmp_path):
-    """A backbone warm start from another architecture: the shipped default's backbone into a model whose backbone
+    """A backbone warm start from another architecture: the shipped robust model's backbone into a model whose backbone
     lives under another name; everything else stays as built, and a prefix that selects nothing is refused."""
     from hparse.engine.checkpoint import load_weights
     from hparse.labels import get_meta
@@ -139,12 +139,12 @@ def test_init_keys_warm_starts_only_the_renamed_prefix(root, tmp_path):
     meta = get_meta("pascal_person_part")
     model = build_model({**TINY_MODEL, "backbone": {"name": "resnet18", "width": 0.5, "output_stride": 16}}, meta)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    load_weights(model, "default", meta, {"trunk.backbone.": "trunk.backbone."})
-    shipped = load_checkpoint(hparse.engine.checkpoint.resolve_weights("default"))["model"]
+    load_weights(model, "robust", meta, {"trunk.backbone.": "trunk.backbone."})
+    shipped = load_checkpoint(hparse.engine.checkpoint.resolve_weights("robust"))["model"]
     for k, v in model.state_dict().items():
         if k.startswith("trunk.backbone."):
             assert torch.equal(v, shipped[k].to(v.dtype)), k
         else:
             assert torch.equal(v, before[k]), k
     with pytest.raises(HParseError, match="not in this model"):
-        load_weights(model, "default", meta, {"trunk.": "body."})
+        load_weights(model, "robust", meta, {"trunk.": "body."})

@@ -14,10 +14,12 @@ from ..labels import get_meta
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 SHIPPED = {name: WEIGHTS_DIR / f"{name}.pt" for name in
-           ("default", "base", "aiparsing_cpu_ccpmulti", "unified_cpu_ccpmulti")}
-#: other names of shipped models: ``multi`` is the better of the two CPU instance models on ccp-multi val (README);
-#: ``robust`` is the scale-robust fourth stage that became ``default`` (``base`` is the three-stage model before it)
-ALIASES = {"multi": "aiparsing_cpu_ccpmulti", "robust": "default"}
+           ("default", "robust", "base", "aiparsing_cpu_ccpmulti", "unified_cpu_ccpmulti")}
+#: other names of shipped models: ``multi`` is the better of the two CPU instance models on ccp-multi val (README).
+#: ``default`` is CE2P's heads on an ImageNet EfficientNet-Lite0; ``robust`` the from-scratch ResNet-18 model it
+#: replaced (the scale-robust fourth stage; its backbone starts the CPU instance models and the light ablations),
+#: ``base`` the three-stage model before that
+ALIASES = {"multi": "aiparsing_cpu_ccpmulti"}
 #: ``train.init_from`` prefix of ImageNet backbone weights from an installed package
 IMAGENET = "imagenet:"
 
