@@ -31,7 +31,8 @@ def test_defaults_filled_and_model_loss_kept(cfg_file):
     t, e, d = cfg["train"], cfg["eval"], cfg["data"]
     assert t["lr"] == 0.5 and t["batch_size"] == 8 and t["epochs"] == 10 and t["optimizer"] == "sgd"
     assert t["adversarial"]["optimizer"] == {"optimizer": "adam", "lr": 2e-4, "weight_decay": 1e-4, "momentum": 0.9,
-                                             "nesterov": False, "betas": [0.9, 0.999], "no_decay_norm_bias": False}
+                                             "nesterov": False, "betas": [0.9, 0.999], "no_decay_norm_bias": False,
+                                             "lr_mult": {}}
     assert e["evaluators"] == ["semantic"] and e["best_metric"] == "semantic/miou" and e["long_side"] == 512
     assert d["train_split"] == "train" and d["val_split"] is None and "mean" not in d
     assert C.validate_config(cfg) == cfg                                   # idempotent
@@ -277,7 +278,7 @@ def test_migrate_legacy_keeps_other_stats():
 def test_migrate_legacy_shipped_checkpoint_config():
     from pathlib import Path
 
-    path = Path(C.__file__).parent / "weights" / "default.pt"
+    path = Path(C.__file__).parent / "weights" / "robust.pt"   # saved before the config migration
     assert path.is_file(), "the shipped weights are part of the package"
     cfg = C.migrate_legacy(torch.load(path, map_location="cpu", weights_only=False)["config"])
     assert "mean" not in cfg["data"] and "pixel_mean" not in cfg["model"]

@@ -142,14 +142,14 @@ def test_people_needs_an_instance_model():
 
 
 def test_people_option_finds_the_small_people_of_a_real_group_photo(cihp_samples_root):
-    """CIHP 0005008 (four small people): the shipped default alone labels under half of CIHP's person pixels as
-    a person; parsing each detected person again on its crop (``people=``) raises the person IoU by over 0.1."""
+    """CIHP 0005008 (four small people): the shipped ``robust`` model alone labels under half of CIHP's person pixels
+    as a person; parsing each detected person again on its crop (``people=``) raises the person IoU by over 0.1."""
     import hparse
     from hparse.io.image import read_image, read_label
     from hparse.metrics.semantic import person_iou
 
     image = read_image(cihp_samples_root / "Images" / "0005008.jpg")
     truth = read_label(cihp_samples_root / "Category_ids" / "0005008.png")
-    alone = person_iou(hparse.load("default", backend="torch").predict(image), truth)
-    refined = person_iou(hparse.load("default", backend="torch", people="unified_cpu_ccpmulti").predict(image), truth)
+    alone = person_iou(hparse.load("robust", backend="torch").predict(image), truth)
+    refined = person_iou(hparse.load("robust", backend="torch", people="unified_cpu_ccpmulti").predict(image), truth)
     assert alone < 0.5 and refined > alone + 0.1
