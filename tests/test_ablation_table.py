@@ -22,6 +22,15 @@ def _run(root: Path, name: str, **extra) -> Path:
     return run
 
 
+def _seed_run(root: Path, config: str, k: int, miou: float, train_extra: str = "") -> Path:
+    """A run of ``config`` at seed ``k`` scoring ``miou`` (``train_extra``: more ``train`` keys, YAML flow)."""
+    run = root / f"{config}_s{k}"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"name: {config}\ntrain: {{seed: {k}{train_extra}}}\n")
+    (run / "eval.json").write_text(json.dumps({"miou": miou, "pixel_acc": 0.9, "f1": 0.5}))
+    return run
+
+
 def test_rows_take_their_columns_from_the_files_present(tmp_path, capsys):
     a = _run(tmp_path, "mman_a", lowres={"miou": 0.2}, ipr={"pred": {"ipr": 3.1e-5}, "gt": {"ipr": 0.0}})
     b = _run(tmp_path, "cnif_b", level2={"miou": 0.5}, level3={"miou": 0.75})
@@ -57,11 +66,7 @@ def test_seeds_of_a_config_pool_into_mean_and_spread_and_differences_are_read_ag
     """Two seeds per row: ``mean ± half the range``, the number of runs, and every pair of rows whose mIoU
     difference exceeds both rows' spreads."""
     def seed(config: str, k: int, miou: float) -> Path:
-        run = tmp_path / f"{config}_s{k}"
-        run.mkdir()
-        (run / "config.yaml").write_text(f"name: {config}\ntrain: {{seed: {k}}}\n")
-        (run / "eval.json").write_text(json.dumps({"miou": miou, "pixel_acc": 0.9, "f1": 0.5}))
-        return run
+        return _seed_run(tmp_path, config, k, miou)
 
     runs = [seed("basic", 0, 0.40), seed("lcm", 0, 0.405), seed("gem", 0, 0.43), seed("basic", 1, 0.41),
             seed("lcm", 1, 0.395), seed("gem", 1, 0.44)]
@@ -78,11 +83,7 @@ def test_paired_differences_to_a_control_seed_by_seed(tmp_path, capsys):
     """Seeds far apart, rows close at each seed: the paired column sees what the pooled spreads hide; an empty
     section a later version added to the config does not split a row."""
     def seed(config: str, k: int, miou: float, extra: str = "") -> Path:
-        run = tmp_path / f"{config}_s{k}"
-        run.mkdir()
-        (run / "config.yaml").write_text(f"name: {config}\ntrain: {{seed: {k}{extra}}}\n")
-        (run / "eval.json").write_text(json.dumps({"miou": miou, "pixel_acc": 0.9, "f1": 0.5}))
-        return run
+        return _seed_run(tmp_path, config, k, miou, extra)
 
     runs = [seed("base", 0, 0.19), seed("base", 1, 0.15, ", lr_mult: {}"), seed("base", 2, 0.17),
             seed("gan", 0, 0.195), seed("gan", 1, 0.156), seed("odd", 0, 0.20), seed("odd", 1, 0.14)]
