@@ -1,11 +1,11 @@
-"""Probe: is the default model's drop at large network inputs the people's scale or the whole-image context?
+"""Probe: is a model's drop at large network inputs the people's scale or the whole-image context?
 
 Scores CCP val at one long side twice: the whole image at once (what hparse does), and in overlapping windows of
 the training crop (384x256, a third overlap, logits averaged), so the pyramid pooling sees what it saw in training.
 
-    python benchmarks/probe_sliding_window.py --long-side 640
+    python benchmarks/probe_sliding_window.py --model robust --long-side 640
 
-Measured 2026-12-03 (default model, torch): whole 38.93, windows 40.27 -- the gap is mostly the scale.
+Measured 2026-12-03 (the robust model, then the default; torch): whole 38.93, windows 40.27 -- mostly the scale.
 """
 
 from __future__ import annotations

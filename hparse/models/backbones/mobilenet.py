@@ -7,8 +7,8 @@ directly.  With ``num_classes=1000`` at width 1.0 the parameter count is torchvi
 EfficientNet-Lite0 (Tan & Le 2019; the "lite" variant for mobile CPUs: no squeeze-excitation, ReLU6, fixed stem
 and head) is the same topology with other stage settings (3x3 and 5x5 depthwise kernels, 24/40/80/112/192/320
 channels), BatchNorm eps 1e-3 and TensorFlow's "same" padding on the stride-2 convolutions (pad one pixel less
-before than after: the layout its ImageNet weights were trained with). ``efficientnet_lite0(pretrained=...)`` is
-built here; its ImageNet weights come from :mod:`hparse.models.backbones.pretrained`.
+before than after: the layout its ImageNet weights were trained with). Its ImageNet weights come from
+:mod:`hparse.models.backbones.pretrained` (``train.init_from: imagenet:efficientnet_lite0``).
 
 Features: ``c2`` = end of the 24-channel stage (stride 4), ``c3`` = 32-channel stage (stride 8),
 ``c4`` = 96-channel stage (stride 16), ``c5`` = 320-channel stage (stride 32), or the 1280-channel final
