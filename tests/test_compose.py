@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import scipy.io
@@ -19,6 +20,7 @@ from hparse.data.compose import (
     _drop_hidden,
     _Placed,
     compose_dataset,
+    make_background,
     instance_numbering,
     part_instances,
     sample_id,
@@ -161,7 +163,7 @@ def test_deterministic_and_resumable(ccp_like, composed, tmp_path):
 
 
 def test_background_modes_and_bad_input(ccp_like, tmp_path):
-    for mode in ("colour", "source"):
+    for mode in ("colour", "source", "mosaic"):
         out = tmp_path / mode
         compose_dataset("ccp", ccp_like, out, splits=["val"], params=ComposeParams(size=(48, 48), background=mode,
                         per_image=(2, 3), min_pixels=8), count=2, progress=False)
@@ -179,6 +181,39 @@ def test_background_modes_and_bad_input(ccp_like, tmp_path):
     assert res.exit_code == 2 and "--per-image" in res.output
     res = runner.invoke(app, ["data", "compose", "ccp", str(tmp_path / "nowhere"), str(tmp_path / "y")])
     assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_mosaic_background_is_as_sharp_as_its_source():
+    """Blurred canvas backgrounds teach that sharp means person; the mosaic's tiles are shrunk source crops."""
+    rng = np.random.default_rng(0)
+    photo = cv2.GaussianBlur(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8), (0, 0), 2)  # a soft photo
+    fg = np.zeros((300, 200), bool)
+    fg[50:250, 60:140] = True                                                               # its person
+
+    def sharpness(img):
+        return cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+
+    blur, mosaic = (make_background(photo, fg, (96, 96), m, np.random.default_rng(1)) for m in ("blur", "mosaic"))
+    assert mosaic.shape == blur.shape == (96, 96, 3) and mosaic.dtype == np.uint8
+    assert sharpness(mosaic) > 5 * sharpness(blur)
+    assert not np.array_equal(mosaic, make_background(photo, fg, (96, 96), "mosaic", np.random.default_rng(2)))
+
+
+def test_occluder_band_hides_lower_bodies(ccp_like):
+    params = ComposeParams(size=(64, 80), min_pixels=8, per_image=(1, 2), occluder=1.0)
+    composer = Composer(build_reader("ccp", ccp_like, "train"), params, seed=0)
+    plain = Composer(build_reader("ccp", ccp_like, "train"), ComposeParams(size=(64, 80), min_pixels=8,
+                                                                            per_image=(1, 2)), seed=0)
+    for i in range(4):
+        c = composer.compose(i)
+        band = int(0.15 * 64)
+        assert not c.label[-band:].any() and not c.human_ids[-band:].any()   # at least 15 % of the rows hidden
+        ids = np.unique(c.human_ids[c.human_ids > 0])
+        assert list(ids) == list(range(1, len(c.sources) + 1))               # every kept person still visible
+        assert all((c.human_ids == k).sum() >= 8 for k in ids)
+    assert any(plain.compose(i).label[-band:].any() for i in range(4))       # without it people reach the bottom
+    with pytest.raises(ConfigError, match="occluder"):
+        ComposeParams(occluder=1.5).validate()
 
 
 def test_instance_numbering():

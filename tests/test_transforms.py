@@ -9,6 +9,7 @@ import torch
 
 from hparse.data.transforms import (
     ColorJitter,
+    GaussianBlur,
     Compose,
     HFlip,
     Pad,
@@ -225,6 +226,19 @@ def test_color_jitter_keeps_dtype_and_changes_pixels():
     gray = np.repeat(img[..., :1], 3, axis=2)  # hue does not change gray pixels
     assert np.abs(ColorJitter(hue=0.5)({"image": gray, "meta": {}})["image"].astype(int) - gray).max() <= 1
     assert np.array_equal(ColorJitter(brightness=0.5, p=0.0)(s)["image"], img)
+
+
+def test_gaussian_blur_softens_the_image_only():
+    img = np.random.default_rng(0).integers(0, 256, (40, 50, 3)).astype(np.uint8)
+    s = {"image": img, "label": np.zeros((40, 50), np.uint8), "meta": {}}
+    out = GaussianBlur(sigma=(1.0, 2.0), p=1.0)(s, np.random.default_rng(1))
+    assert out["image"].dtype == np.uint8 and out["image"].shape == img.shape and out["label"] is s["label"]
+    assert np.diff(out["image"].astype(int), axis=1).std() < 0.5 * np.diff(img.astype(int), axis=1).std()
+    assert np.array_equal(GaussianBlur(p=0.0)(s)["image"], img)
+    with pytest.raises(ValueError, match="sigma"):
+        GaussianBlur(sigma=(2.0, 1.0))
+    step = build_transforms([{"type": "GaussianBlur", "sigma": [0.5, 1.0], "p": 1.0}])
+    assert not np.array_equal(step(s, np.random.default_rng(0))["image"], img)
 
 
 def test_to_tensor_keeps_pixel_values():

@@ -54,9 +54,11 @@ def compose(
     count: int = typer.Option(None, "--count", help="Images per split (default: the source split's size)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed -> identical files)."),
     size: str = typer.Option("512x512", "--size", help="Canvas size HxW."),
-    background: str = typer.Option("blur", "--background", help="blur, colour or source."),
+    background: str = typer.Option("blur", "--background", help="blur, colour, source or mosaic (sharp tiles)."),
     min_visible: float = typer.Option(0.2, "--min-visible",
                                       help="Drop a person with less than this share of its area visible."),
+    occluder: float = typer.Option(0.0, "--occluder", help="Probability of a band of background over the bottom "
+                                   "of the canvas (a table hiding lower bodies)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompose existing samples / other settings."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
@@ -70,7 +72,7 @@ def compose(
 
     try:
         params = ComposeParams(per_image=parse_range(per_image), size=parse_size(size),
-                               background=background, min_visible=min_visible)
+                               background=background, min_visible=min_visible, occluder=occluder)
         names = [s.strip() for s in splits.split(",") if s.strip()]
         report = compose_dataset(src_layout, src_root, out_root, names, labels, params, count, seed,
                                  overwrite, progress)

@@ -21,7 +21,11 @@ people); otherwise (e.g. mhp_v2 with 5 people) they are numbered consecutively 1
 
 The background is never black: ``blur`` (default) is a random crop of another source image with
 its people filled in from the surrounding background and blurred; ``source`` is the same crop
-unblurred; ``colour`` a noisy colour gradient. Sample ``k`` of a split depends only on
+unblurred; ``mosaic`` a grid of 2x2 to 4x4 tiles, each a random crop of that image (away from its
+people) shrunk to the tile, so the background is as sharp and busy as the people (a blurred or bokeh background teaches
+a parser that sharp means person); ``colour`` a noisy colour gradient. With probability
+``occluder`` a band of such tiles (one row) covers the canvas bottom (0.15-0.45 of
+its height), as a table or desk hides people's lower bodies in real photos. Sample ``k`` of a split depends only on
 ``(seed, split, k)`` and the parameters, so a run is deterministic (same seed, identical files),
 and an interrupted run resumes: samples whose files all exist are skipped. Every file is
 written atomically; the image is written last, so its presence marks a complete sample.
@@ -51,7 +55,7 @@ from .readers.base import Reader, SplitNotFoundError
 log = logging.getLogger("hparse.compose")
 
 FOLDERS = {"train": "Training", "val": "Validation", "test": "Testing"}
-BACKGROUNDS = ("blur", "colour", "source")
+BACKGROUNDS = ("blur", "colour", "source", "mosaic")
 FORMAT = "hparse-compose"
 VERSION = 1
 _SUBDIRS = ("Images", "Category_ids", "Human_ids", "Instance_ids")
@@ -63,13 +67,14 @@ class ComposeParams:
 
     per_image: tuple[int, int] = (2, 5)           # (min, max) people per image
     size: tuple[int, int] = (512, 512)            # canvas (H, W)
-    background: str = "blur"                      # blur | colour | source
+    background: str = "blur"                      # blur | colour | source | mosaic
     min_visible: float = 0.2                      # visible / pasted area below this: person dropped
     min_pixels: int = 64                          # ... and so is one with fewer visible pixels
     height: tuple[float, float] = (0.45, 0.95)    # person box height / canvas height
     flip: float = 0.5                             # horizontal flip probability (left/right labels swapped)
     quality: int = 95                             # JPEG quality
     attempts: int = 20                            # layouts tried before accepting fewer than min people
+    occluder: float = 0.0                         # probability of a background band over the canvas bottom
 
     def validate(self) -> ComposeParams:
         lo, hi = self.per_image
@@ -85,6 +90,8 @@ class ComposeParams:
             raise ConfigError(f"height range must satisfy 0 < lo <= hi <= 2, got {self.height}")
         if not 1 <= self.quality <= 100 or self.attempts < 1 or not 0 <= self.flip <= 1:
             raise ConfigError("quality must lie in 1..100, attempts >= 1 and flip in [0, 1]")
+        if not 0 <= self.occluder <= 1:
+            raise ConfigError(f"occluder is a probability in [0, 1], got {self.occluder}")
         return self
 
     def to_dict(self) -> dict:
@@ -172,17 +179,50 @@ def make_background(rgb: np.ndarray | None, fg: np.ndarray | None, size: tuple[i
         img = c0 * (1 - t) + c1 * t + rng.normal(0, 4, (H, W, 3))
         return np.clip(img, 0, 255).astype(np.uint8)
     img = fill_people(rgb, fg)
+    if mode == "mosaic":
+        k = int(rng.integers(2, 5))
+        return _tiles(img, fg, size, (k, k), rng)
+    img = _random_crop(img, size, rng)
+    if mode == "blur":
+        img = cv2.GaussianBlur(img, (0, 0), max(H, W) / 96)
+    return img
+
+
+def _tiles(img: np.ndarray, fg: np.ndarray, size: tuple[int, int], grid: tuple[int, int],
+           rng: np.random.Generator) -> np.ndarray:
+    """A ``size`` image of rows x cols tiles, each a crop of ``img`` (0.2-0.6 of its largest) shrunk to the tile,
+    the least covered by ``fg`` (the filled-in people) of 8 tries."""
+    H, W = size
+    ys, xs = np.linspace(0, H, grid[0] + 1).astype(int), np.linspace(0, W, grid[1] + 1).astype(int)
+    out = np.empty((H, W, 3), np.uint8)
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            tile = (ys[i + 1] - ys[i], xs[j + 1] - xs[j])
+            out[ys[i]:ys[i + 1], xs[j]:xs[j + 1]] = _random_crop(img, tile, rng, (0.2, 0.6), fg)
+    return out
+
+
+def _random_crop(img: np.ndarray, size: tuple[int, int], rng: np.random.Generator,
+                 scale: tuple[float, float] = (0.5, 1.0), avoid: np.ndarray | None = None,
+                 tries: int = 8) -> np.ndarray:
+    """The largest crop of ``img`` with the aspect ratio of ``size``, scaled by U(*scale), at a random place
+    (with ``avoid``: the place of ``tries`` covering the fewest ``avoid`` pixels), resized to ``size`` and
+    flipped with probability 0.5."""
+    H, W = size
     h, w = img.shape[:2]
-    # the largest crop with the canvas aspect ratio, scaled by 0.5..1, at a random place
     ch, cw = (h, h * W / H) if h * W / H <= w else (w * H / W, w)
-    s = rng.uniform(0.5, 1.0)
+    s = rng.uniform(*scale)
     ch, cw = max(1, int(ch * s)), max(1, int(cw * s))
-    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    best = None
+    for _ in range(1 if avoid is None or not avoid.any() else tries):
+        y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        covered = 0 if avoid is None else int(avoid[y0:y0 + ch, x0:x0 + cw].sum())
+        if best is None or covered < best[0]:
+            best = (covered, y0, x0)
+    _, y0, x0 = best
     img = _resize(img[y0:y0 + ch, x0:x0 + cw], W, H)
     if rng.random() < 0.5:
         img = img[:, ::-1]
-    if mode == "blur":
-        img = cv2.GaussianBlur(img, (0, 0), max(H, W) / 96)
     return np.ascontiguousarray(img)
 
 
@@ -252,8 +292,9 @@ def _layout(people: list[Person], params: ComposeParams, rng: np.random.Generato
     return placed
 
 
-def _render_maps(placed: list[_Placed], size: tuple[int, int]):
-    """Label and human-id maps of ``placed`` pasted in order (later occlude earlier)."""
+def _render_maps(placed: list[_Placed], size: tuple[int, int], cover: int | None = None):
+    """Label and human-id maps of ``placed`` pasted in order (later occlude earlier); rows from ``cover`` down
+    are hidden by an occluder."""
     H, W = size
     label, human = np.zeros(size, np.uint8), np.zeros(size, np.uint8)
     for k, pl in enumerate(placed, 1):
@@ -264,14 +305,16 @@ def _render_maps(placed: list[_Placed], size: tuple[int, int]):
         m = pl.mask[ps]
         label[cs][m] = pl.label[ps][m]
         human[cs][m] = k
+    if cover is not None:
+        label[cover:], human[cover:] = 0, 0
     return label, human
 
 
-def _drop_hidden(placed: list[_Placed], params: ComposeParams):
+def _drop_hidden(placed: list[_Placed], params: ComposeParams, cover: int | None = None):
     """Drop the least visible person below the visibility limits, one at a time, until all pass."""
     dropped = 0
     while placed:
-        _, human = _render_maps(placed, params.size)
+        _, human = _render_maps(placed, params.size, cover)
         vis = np.bincount(human.ravel(), minlength=len(placed) + 1)[1:]
         frac = np.array([v / max(int(pl.mask.sum()), 1) for v, pl in zip(vis, placed)])
         bad = (frac < params.min_visible) | (vis < params.min_pixels)
@@ -360,9 +403,16 @@ class Composer:
             lab = bg_sample.get("label")
             bg_fg = np.zeros(bg_rgb.shape[:2], bool) if lab is None else (lab != 0)
         background = make_background(bg_rgb, bg_fg, p.size, p.background, rng)
+        band = None
+        if p.occluder and rng.random() < p.occluder:
+            H, W = p.size
+            height = max(1, int(rng.uniform(0.15, 0.45) * H))
+            band = make_background(bg_rgb, bg_fg, (height, W), "colour", rng) if bg_rgb is None else \
+                _tiles(fill_people(bg_rgb, bg_fg), bg_fg, (height, W), (1, int(rng.integers(2, 6))), rng)
+        cover = None if band is None else p.size[0] - len(band)
         best = None
         for _ in range(p.attempts):
-            placed, dropped = _drop_hidden(_layout(people, p, rng, self.flip_lut), p)
+            placed, dropped = _drop_hidden(_layout(people, p, rng, self.flip_lut), p, cover)
             if best is None or len(placed) > len(best[0]):
                 best = (placed, dropped)
             if len(placed) >= min(lo, n):
@@ -370,9 +420,10 @@ class Composer:
         placed, dropped = best
         if not placed:
             raise DataError(f"sample {index} of split {self.reader.split!r}: no person stayed visible")
-        return self._finish(background, placed, dropped)
+        return self._finish(background, placed, dropped, band)
 
-    def _finish(self, background: np.ndarray, placed: list[_Placed], dropped: int) -> Composite:
+    def _finish(self, background: np.ndarray, placed: list[_Placed], dropped: int,
+                band: np.ndarray | None = None) -> Composite:
         H, W = self.params.size
         image = background.astype(np.float32)
         for pl in placed:
@@ -383,7 +434,11 @@ class Composer:
             m = pl.mask.astype(np.float32)
             alpha = (cv2.GaussianBlur(m, (3, 3), 0.8) * m)[ps][..., None]  # soften the inner edge only
             image[cs] = image[cs] * (1 - alpha) + pl.rgb[ps].astype(np.float32) * alpha
-        label, human = _render_maps(placed, (H, W))
+        cover = None
+        if band is not None:
+            cover = H - len(band)
+            image[cover:] = band
+        label, human = _render_maps(placed, (H, W), cover)
         inst, rows = part_instances(label, human, self.meta.num_classes, self.numbering)
         return Composite(np.clip(image + 0.5, 0, 255).astype(np.uint8), label, human, inst, rows,
                          [pl.person.source for pl in placed], dropped)
@@ -418,8 +473,11 @@ def _meta_record(layout: str, root: Path, splits, label_set: str, seed: int, par
 
 
 def _same_recipe(a: dict, b: dict) -> bool:
-    keys = ("format", "version", "label_set", "seed", "params", "instance_numbering")
-    return all(a.get(k) == b.get(k) for k in keys) and a.get("source", {}).get("layout") == b["source"]["layout"]
+    keys = ("format", "version", "label_set", "seed", "instance_numbering")
+    defaults = ComposeParams().to_dict()   # a parameter added later: older datasets used its default
+    params = [{**defaults, **d["params"]} if isinstance(d.get("params"), dict) else None for d in (a, b)]
+    return (all(a.get(k) == b.get(k) for k in keys) and params[0] == params[1]
+            and a.get("source", {}).get("layout") == b["source"]["layout"])
 
 
 def compose_dataset(layout: str, root: str | Path, out_root: str | Path, splits=("train", "val"),

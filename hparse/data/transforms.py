@@ -460,6 +460,27 @@ class ColorJitter(Transform):
         return sample
 
 
+@TRANSFORMS.register("GaussianBlur")
+class GaussianBlur(Transform):
+    """With probability ``p`` blur the whole image with a Gaussian of sigma U(sigma[0], sigma[1]) pixels.
+
+    Photos of one in-focus person before a bokeh background (CCP) teach that sharp means person; blurring
+    the person too, now and then, takes that cue away (people in real photos are often soft, backgrounds sharp).
+    """
+
+    def __init__(self, sigma: Sequence[float] = (0.5, 2.0), p: float = 0.3):
+        lo, hi = (float(s) for s in sigma)
+        if not 0 < lo <= hi:
+            raise ValueError(f"GaussianBlur: sigma must be [lo, hi] with 0 < lo <= hi, got {list(sigma)}")
+        self.sigma, self.p = (lo, hi), float(p)
+
+    def apply(self, sample, rng):
+        if rng.random() >= self.p:
+            return sample
+        sample["image"] = cv2.GaussianBlur(sample["image"], (0, 0), rng.uniform(*self.sigma))
+        return sample
+
+
 def _to_tensor(v):
     if isinstance(v, np.ndarray):
         a = np.ascontiguousarray(v)
