@@ -20,8 +20,8 @@ from hparse.data.compose import (
     _drop_hidden,
     _Placed,
     compose_dataset,
-    make_background,
     instance_numbering,
+    make_background,
     part_instances,
     sample_id,
 )

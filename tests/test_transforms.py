@@ -9,8 +9,8 @@ import torch
 
 from hparse.data.transforms import (
     ColorJitter,
-    GaussianBlur,
     Compose,
+    GaussianBlur,
     HFlip,
     Pad,
     RandomAffine,
