@@ -183,8 +183,9 @@ def test_int8_is_selected_only_above_the_agreement_floor():
     graph = onnx.load(str(parser.predictor.runner.path)).graph
     made_by = {o: n.op_type for n in graph.node for o in n.output}
     convs = [n for n in graph.node if n.op_type == "Conv"]
-    assert all(made_by.get(x) != "DequantizeLinear" for x in convs[0].input)   # the image's conv stays float32
-    assert all(made_by.get(x) == "DequantizeLinear" for c in convs[1:] for x in c.input[:2])
+    k = backends.FLOAT_CONVS                     # the convolutions nearest the image stay float32, the rest int8
+    assert all(made_by.get(x) != "DequantizeLinear" for c in convs[:k] for x in c.input[:2])
+    assert all(made_by.get(x) == "DequantizeLinear" for c in convs[k:] for x in c.input[:2])
 
 
 def test_the_shipped_int8_network_agrees_with_float32_and_is_found_by_the_weights():
