@@ -88,6 +88,11 @@ class Parser:
             out = [self.people(self.predictor, image, label) for image, label in zip(arrays, out)]
         return out[0] if single else out
 
+    def person_probability(self, image) -> np.ndarray:
+        """HxW float32 probability that each pixel of one image shows a person (1 - P(background), class 0)."""
+        _, probs = self.predict(image, return_probs=True)
+        return 1.0 - np.asarray(probs[0], np.float32)
+
     def use_int8(self, calibration, check=None, min_agreement: float = backends.MIN_INT8_AGREEMENT) -> float:
         """Switch to the network quantised to int8 (ONNX Runtime, static, calibrated on ``calibration`` images)
         if its labels agree with the current backend's on at least ``min_agreement`` of the pixels of ``check``

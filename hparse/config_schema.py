@@ -76,7 +76,8 @@ class Section(BaseModel):
 # sections
 
 class ExtraTrainData(Section):
-    """Another training set of the same label set, read alongside ``data`` (``data.extra_train``)."""
+    """Another training set of the same label set: read alongside ``data`` (``data.extra_train``) or instead of
+    its training split (``data.train_data``)."""
     layout: str
     root: str
     split: str = "train"
@@ -91,6 +92,7 @@ class DataConfig(Section):
     input_size: Size = [512, 512]                  # H x W of training crops (model listings, benchmarks)
     train_transforms: Steps = []                   # [{type: name, **params}], see hparse.data.transforms
     extra_train: list[ExtraTrainData] = []         # more training sets, same label set (e.g. composed canvases)
+    train_data: ExtraTrainData | None = None       # train on this instead of root's train_split (validate on root)
 
 
 class OptimizerConfig(Section):

@@ -12,9 +12,11 @@ from hparse.data.transforms import (
     Compose,
     GaussianBlur,
     HFlip,
+    LowQuality,
     Pad,
     RandomAffine,
     RandomCrop,
+    RandomGrayscale,
     RandomRotate,
     RandomScale,
     Resize,
@@ -239,6 +241,37 @@ def test_gaussian_blur_softens_the_image_only():
         GaussianBlur(sigma=(2.0, 1.0))
     step = build_transforms([{"type": "GaussianBlur", "sigma": [0.5, 1.0], "p": 1.0}])
     assert not np.array_equal(step(s, np.random.default_rng(0))["image"], img)
+
+
+def test_random_grayscale_removes_colour_only():
+    s = make_sample()
+    out = RandomGrayscale(p=1.0)(s, np.random.default_rng(0))
+    img = out["image"]
+    assert img.shape == s["image"].shape and img.dtype == np.uint8 and out["label"] is s["label"]
+    assert np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2])
+    expected = s["image"].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    assert np.abs(img[..., 0].astype(int) - expected).max() <= 1
+    assert np.array_equal(RandomGrayscale(p=0.0)(s)["image"], s["image"])
+
+
+def test_low_quality_shrinks_detail_and_keeps_size():
+    rng = np.random.default_rng(0)
+    img = cv2.resize(rng.integers(0, 256, (12, 16, 3)).astype(np.uint8), (160, 120), interpolation=cv2.INTER_NEAREST)
+    s = {"image": img, "label": np.zeros((120, 160), np.uint8), "meta": {}}
+    out = LowQuality(scale=(0.25, 0.25), quality=(20, 20), p=1.0)(s, np.random.default_rng(1))
+    assert out["image"].shape == img.shape and out["image"].dtype == np.uint8 and out["label"] is s["label"]
+    # the hard cell edges are gone, the colours stay roughly where they were
+    assert np.abs(np.diff(out["image"].astype(int), axis=1)).max() < np.abs(np.diff(img.astype(int), axis=1)).max()
+    assert np.abs(out["image"].astype(int) - img).mean() < 40
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 200
+    kept = LowQuality(p=1.0)({"image": red, "meta": {}}, np.random.default_rng(0))["image"]
+    assert kept[..., 0].mean() > 180 and kept[..., 2].mean() < 20  # RGB order kept through the JPEG round trip
+    assert np.array_equal(LowQuality(p=0.0)(s)["image"], img)
+    with pytest.raises(ValueError, match="scale"):
+        LowQuality(scale=(0.5, 1.5))
+    with pytest.raises(ValueError, match="quality"):
+        LowQuality(quality=(0, 50))
 
 
 def test_to_tensor_keeps_pixel_values():

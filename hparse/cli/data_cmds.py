@@ -81,9 +81,44 @@ def compose(
     typer.echo(report.summary())
 
 
+def mark_bystanders(
+    src_layout: str = typer.Argument(..., help="Source layout (e.g. ccp, or cihp for composed canvases)."),
+    src_root: Path = typer.Argument(..., help="Source dataset root."),
+    out_root: Path = typer.Argument(..., help="Output folder (CIHP layout)."),
+    model: str = typer.Option("default", "--model", help="Parser that finds the people (name or checkpoint)."),
+    backend: str = typer.Option(None, "--backend", help="torch, onnxruntime, onnxruntime-int8 (default: fastest)."),
+    splits: str = typer.Option("train", "--splits", help="Comma-separated splits to mark."),
+    labels: str = typer.Option(None, "--labels", help="Label set (default: the source layout's)."),
+    threshold: float = typer.Option(0.3, "--threshold", help="Person probability from which a background "
+                                    "pixel counts as an unlabelled person."),
+    margin: int = typer.Option(6, "--margin", help="Pixels around the labelled people left as they are, and by "
+                               "which the marked people grow."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+):
+    """Copy a dataset with the people it leaves unlabelled (passers-by labelled background) set to ignore (255).
+
+    Train on OUT_ROOT (layout cihp; its meta.json names the label set) instead of the source. An interrupted run
+    resumes where it stopped.
+    """
+    from ..data.bystanders import mark_dataset
+    from ..errors import HParseError
+
+    try:
+        import hparse
+
+        parser = hparse.load(model, backend=backend)
+        names = [s.strip() for s in splits.split(",") if s.strip()]
+        report = mark_dataset(src_layout, src_root, out_root, parser.person_probability, str(model), names, labels,
+                              threshold, margin, progress)
+    except (HParseError, KeyError) as e:
+        fail(e)
+    typer.echo(report.summary())
+
+
 def register(app: typer.Typer) -> None:
     data_app = typer.Typer(no_args_is_help=True, help="Inspect and prepare datasets.")
     app.add_typer(data_app, name="data")
     data_app.command("layouts")(layouts)
     data_app.command("check")(check)
     data_app.command("compose")(compose)
+    data_app.command("mark-bystanders")(mark_bystanders)

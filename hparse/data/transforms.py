@@ -481,6 +481,51 @@ class GaussianBlur(Transform):
         return sample
 
 
+@TRANSFORMS.register("RandomGrayscale")
+class RandomGrayscale(Transform):
+    """With probability ``p`` replace the image by its grey version (kept as three channels): a model that
+    needs colour to tell a dark coat from a dark background has learnt a shortcut of its training photos."""
+
+    def __init__(self, p: float = 0.1):
+        self.p = float(p)
+
+    def apply(self, sample, rng):
+        if rng.random() < self.p:
+            gray = sample["image"].astype(np.float32) @ _GRAY
+            sample["image"] = np.repeat((gray + 0.5).astype(np.uint8)[..., None], 3, axis=2)
+        return sample
+
+
+@TRANSFORMS.register("LowQuality")
+class LowQuality(Transform):
+    """With probability ``p`` make the image look like a small web photo: shrink it by a factor U(scale) and
+    enlarge it back, then JPEG-encode it at a quality U(quality). The size and the label are unchanged."""
+
+    def __init__(self, scale: Sequence[float] = (0.4, 1.0), quality: Sequence[int] = (30, 90), p: float = 0.3):
+        lo, hi = (float(s) for s in scale)
+        q0, q1 = (int(q) for q in quality)
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"LowQuality: scale must be [lo, hi] with 0 < lo <= hi <= 1, got {list(scale)}")
+        if not 1 <= q0 <= q1 <= 100:
+            raise ValueError(f"LowQuality: quality must be [lo, hi] within 1..100, got {list(quality)}")
+        self.scale, self.quality, self.p = (lo, hi), (q0, q1), float(p)
+
+    def apply(self, sample, rng):
+        if rng.random() >= self.p:
+            return sample
+        img = sample["image"]
+        h, w = img.shape[:2]
+        f = rng.uniform(*self.scale)
+        small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        quality = int(rng.integers(self.quality[0], self.quality[1] + 1))
+        ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:  # RGB in, RGB out
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        sample["image"] = np.ascontiguousarray(img)
+        return sample
+
+
 def _to_tensor(v):
     if isinstance(v, np.ndarray):
         a = np.ascontiguousarray(v)
