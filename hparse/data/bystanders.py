@@ -29,6 +29,7 @@ from ..errors import ConfigError, DataError
 from ..io.atomic import write_text_atomic
 from ..io.image import write_image, write_label_png
 from ..labels import IGNORE_INDEX
+from .compose import check_derived, read_meta
 from .readers import build_reader
 from .readers.cihp import FOLDERS
 
@@ -91,21 +92,14 @@ def mark_dataset(layout: str, root: str | Path, out_root: str | Path, person_pro
     if margin < 0:
         raise ConfigError(f"margin must be >= 0, got {margin}")
     root, out_root = Path(root), Path(out_root)
-    if out_root.resolve() == root.resolve():
-        raise ConfigError(f"{out_root}: the output folder must differ from the source root")
-    splits = list(dict.fromkeys(splits))
-    if not splits or any(s not in FOLDERS for s in splits):
-        raise ConfigError(f"splits must be some of {', '.join(FOLDERS)}, got {splits}")
+    splits = check_derived(root, out_root, splits)
     readers = {s: build_reader(layout, root, s, **({"label_set": label_set} if label_set else {})) for s in splits}
     record = {"format": FORMAT, "layout": "cihp", "label_set": next(iter(readers.values())).meta.name,
               "source": {"layout": layout, "root": str(root), "splits": splits},
               "model": model_name, "threshold": threshold, "margin": margin}
     meta_path = out_root / "meta.json"
     if meta_path.is_file():
-        try:
-            old = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as e:
-            raise DataError(f"{meta_path}: unreadable ({e}); choose another folder") from e
+        old = read_meta(meta_path, "choose another folder")
         if {k: old.get(k) for k in record} != record:
             raise DataError(f"{out_root}: holds data marked from another source or with other settings "
                             "(meta.json); choose another folder")

@@ -480,6 +480,24 @@ def _same_recipe(a: dict, b: dict) -> bool:
             and a.get("source", {}).get("layout") == b["source"]["layout"])
 
 
+def check_derived(root: Path, out_root: Path, splits) -> list[str]:
+    """The splits of a dataset derived from ``root`` into ``out_root`` (CIHP layout), checked."""
+    splits = list(dict.fromkeys(splits))
+    if not splits or any(s not in FOLDERS for s in splits):
+        raise ConfigError(f"splits must be some of {', '.join(FOLDERS)}, got {splits}")
+    if out_root.resolve() == root.resolve():
+        raise ConfigError(f"{out_root}: the output folder must differ from the source root")
+    return splits
+
+
+def read_meta(meta_path: Path, remedy: str) -> dict:
+    """A derived dataset's ``meta.json``; unreadable -> :class:`DataError` ending with ``remedy``."""
+    try:
+        return json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{meta_path}: unreadable ({e}); {remedy}") from e
+
+
 def compose_dataset(layout: str, root: str | Path, out_root: str | Path, splits=("train", "val"),
                     label_set: str | None = None, params: ComposeParams | None = None,
                     count: int | None = None, seed: int = 0, overwrite: bool = False,
@@ -495,13 +513,9 @@ def compose_dataset(layout: str, root: str | Path, out_root: str | Path, splits=
     t0 = time.perf_counter()
     params = (params or ComposeParams()).validate()
     root, out_root = Path(root), Path(out_root)
-    splits = list(dict.fromkeys(splits))
-    if not splits or any(s not in FOLDERS for s in splits):
-        raise ConfigError(f"splits must be some of {', '.join(FOLDERS)}, got {splits}")
+    splits = check_derived(root, out_root, splits)
     if count is not None and count < 1:
         raise ConfigError(f"count must be >= 1, got {count}")
-    if out_root.resolve() == root.resolve():
-        raise ConfigError(f"{out_root}: the output folder must differ from the source root")
     readers = {}
     for s in splits:
         try:
@@ -515,10 +529,7 @@ def compose_dataset(layout: str, root: str | Path, out_root: str | Path, splits=
 
     meta_path = out_root / "meta.json"
     if meta_path.is_file():
-        try:
-            old = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as e:
-            raise DataError(f"{meta_path}: unreadable ({e}); pass --overwrite to recompose") from e
+        old = read_meta(meta_path, "pass --overwrite to recompose")
         if old.get("format") != FORMAT and not overwrite:
             raise DataError(f"{out_root}: meta.json is not from `hparse data compose`; choose another folder")
         if not _same_recipe(old, record) and not overwrite:
