@@ -100,13 +100,12 @@ def mark_bystanders(
     Train on OUT_ROOT (layout cihp; its meta.json names the label set) instead of the source. An interrupted run
     resumes where it stopped.
     """
+    from ..api import load
     from ..data.bystanders import mark_dataset
     from ..errors import HParseError
 
     try:
-        import hparse
-
-        parser = hparse.load(model, backend=backend)
+        parser = load(model, backend=backend)
         names = [s.strip() for s in splits.split(",") if s.strip()]
         report = mark_dataset(src_layout, src_root, out_root, parser.person_probability, str(model), names, labels,
                               threshold, margin, progress)

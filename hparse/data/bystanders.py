@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
-from ..io.atomic import write_text_atomic
+from ..io.atomic import write_bytes_atomic, write_text_atomic
 from ..io.image import write_image, write_label_png
 from ..labels import IGNORE_INDEX
 from .compose import check_derived, read_meta
@@ -73,9 +73,7 @@ class MarkReport:
 def _copy_or_write(src: Path, dst: Path, image: np.ndarray) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.suffix.lower() in (".jpg", ".jpeg"):
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)
+        write_bytes_atomic(dst, src.read_bytes())
     else:
         write_image(dst, image, quality=95)
 

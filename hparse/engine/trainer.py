@@ -80,11 +80,9 @@ class Trainer:
         seed_everything(self.seed)
         if d["root"] is None:
             raise ConfigError("data.root is not set (give data.root=PATH on the command line)")
-        if d["train_data"]:  # a derived copy of the training split (e.g. bystanders marked); val reads data.root
-            own = d["train_data"]
-            self.train_reader = build_reader(own["layout"], own["root"], own["split"], label_set=d["label_set"])
-        else:
-            self.train_reader = build_reader(d["layout"], d["root"], d["train_split"], label_set=d["label_set"])
+        # data.train_data: a derived copy of the training split (e.g. bystanders marked); validation reads data.root
+        src = d["train_data"] or {"layout": d["layout"], "root": d["root"], "split": d["train_split"]}
+        self.train_reader = build_reader(src["layout"], src["root"], src["split"], label_set=d["label_set"])
         if d["extra_train"]:
             extra = [build_reader(e["layout"], e["root"], e["split"], label_set=self.train_reader.meta.name)
                      for e in d["extra_train"]]
