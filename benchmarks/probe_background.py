@@ -1,6 +1,7 @@
 """Probe: does a model miss people in real photos because of the background or because of the people?
 
-Person IoU on the five CIHP sample photos as they are, with the whole photo blurred (Gaussian, sigma 1.5 px), and
+Person IoU on the five CIHP sample photos as they are, with the whole photo blurred (Gaussian, sigma 1.5 px) or
+grey, and
 with the ground-truth background blurred (sigma 6 px) or greyed out -- the people untouched.
 
     python benchmarks/probe_background.py [--model default] [--backend torch]
@@ -26,6 +27,7 @@ def variants(image: np.ndarray, person: np.ndarray) -> dict[str, np.ndarray]:
     keep = person[..., None]
     return {"as is": image,
             "all blurred": cv2.GaussianBlur(image, (0, 0), 1.5),
+            "all grey": np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2),
             "background blurred": np.where(keep, image, cv2.GaussianBlur(image, (0, 0), 6)),
             "background grey": np.where(keep, image, np.uint8(128))}
 
