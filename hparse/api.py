@@ -12,6 +12,7 @@ from .devices import resolve_device
 from .engine import backends
 from .engine.checkpoint import SHIPPED, model_from_checkpoint, resolve_weights  # noqa: F401 (re-exported)
 from .engine.inference import make_predictor
+from .engine.person_prior import PRIORS
 from .engine.topdown import SmallPeopleRefiner
 from .errors import HParseError, UnsupportedOutput
 from .io.image import read_image, to_rgb
@@ -125,20 +126,27 @@ class Parser:
 
 def load(name_or_checkpoint: str | Path = "default", device: str | None = None, tta: bool = False,
          backend: str | None = None, batch_size: int = 1, label_set: str | None = None,
-         long_side: int | None = None, people: str | Path | None = None) -> Parser:
+         long_side: int | None = None, people: str | Path | None = None, person_prior: str | None = None) -> Parser:
     """Load a shipped model by name, any hparse checkpoint (``best.pt``, ``last.pt``) or a released SCHP / CE2P
     checkpoint (``label_set``: ``"lip"``, ``"atr"`` or ``"pascal_person_part"``; default from its class count).
     ``backend``: ``"torch"``, ``"onnxruntime"`` (``pip install "hparse[onnx]"``; CPU), ``"onnxruntime-int8"`` (the
     calibrated int8 network shipped with a model: ``default``) or ``None`` for the fastest installed.
     ``long_side``: the network input's long side in pixels (default: the model's own; larger for photos whose
     people are small). ``people``: an instance model (shipped name or checkpoint) whose detections of small people
-    are parsed again on their own crops (:class:`~hparse.engine.topdown.SmallPeopleRefiner`; labels only)."""
+    are parsed again on their own crops (:class:`~hparse.engine.topdown.SmallPeopleRefiner`; labels only).
+    ``person_prior``: ``"selfie"`` fuses MediaPipe's selfie segmenter's P(person) with the model's
+    (:mod:`hparse.engine.person_prior`; the shipped ``default`` does by default), ``"none"`` turns it off; None keeps
+    the model's own setting."""
     device = resolve_device(device)
     model, cfg, meta = model_from_checkpoint(name_or_checkpoint, device, label_set=label_set)
     if long_side is not None:
         if int(long_side) < 32:
             raise HParseError(f"long_side must be at least 32 pixels, got {long_side}")
         cfg = {**cfg, "eval": {**cfg["eval"], "long_side": int(long_side)}}
+    if person_prior is not None:
+        if person_prior not in (*PRIORS, "none"):
+            raise HParseError(f"unknown person prior {person_prior!r}; choose from {', '.join(PRIORS)} or none")
+        cfg = {**cfg, "eval": {**cfg["eval"], "person_prior": None if person_prior == "none" else person_prior}}
     refiner = None
     if people is not None:
         refiner = SmallPeopleRefiner(load(people, device=device))

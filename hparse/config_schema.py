@@ -182,6 +182,7 @@ class EvalConfig(Section):
     evaluators: EvaluatorSpecs = ["semantic"]      # names or {type: name, **options}
     best_metric: str = "semantic/miou"             # "<evaluator>/<summary key>"
     crf: CRFConfig | None = None                   # dense CRF on the probabilities (MMAN Table 4 "+CRF")
+    person_prior: Literal["selfie"] | None = None  # fuse a person segmenter's P(person) (hparse.engine.person_prior)
 
     @field_validator("best_metric")
     @classmethod

@@ -38,6 +38,10 @@ def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or 
           people: str = typer.Option(None, help="an instance model (shipped name, e.g. unified_cpu_ccpmulti, or "
                                                 "checkpoint) whose detections of small people are parsed again on "
                                                 "their own crops (labels only: not with --probs)"),
+          person_prior: str = typer.Option(None, help="selfie: fuse MediaPipe's selfie segmenter's person "
+                                                      "probability with the model's (the default model does); "
+                                                      "none: the model alone",
+                                           callback=choice("--person-prior", ("selfie", "none"))),
           device: str = device_option(),
           batch_size: int = typer.Option(1, help="images per forward pass", callback=check_batch_size),
           tta: bool = typer.Option(False, help="multi-scale + flip test-time augmentation"),
@@ -83,7 +87,8 @@ def parse(inputs: list[str] = typer.Argument(..., help="image files, folders or 
     try:
         max_pixels()   # a malformed HPARSE_MAX_PIXELS is a usage mistake, before the model loads
         parser = load(model, device=distributed.local_device(device) if device else None, tta=tta, backend=backend,
-                      batch_size=batch_size, label_set=label_set, long_side=long_side, people=people)
+                      batch_size=batch_size, label_set=label_set, long_side=long_side, people=people,
+                      person_prior=person_prior)
         images = [i for i in inputs if not is_video_file(i)]
         rep = parse_files(parser, images, out, batch_size, overwrite, masks, probs, sidecar, palette,
                           extras=extra_overlays if extras else None, png_mode=png_mode, probs_format=probs_format,

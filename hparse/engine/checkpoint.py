@@ -20,6 +20,9 @@ SHIPPED = {name: WEIGHTS_DIR / f"{name}.pt" for name in
 #: replaced (the scale-robust fourth stage; its backbone starts the CPU instance models and the light ablations),
 #: ``base`` the three-stage model before that
 ALIASES = {"multi": "aiparsing_cpu_ccpmulti"}
+#: test-time settings a shipped model comes with, over its config's ``eval`` section (``hparse.load`` and the CLI
+#: can override them): ``default`` fuses the selfie segmenter's P(person) (:mod:`hparse.engine.person_prior`)
+SHIPPED_EVAL = {"default": {"person_prior": "selfie"}}
 #: ``train.init_from`` prefix of ImageNet backbone weights from an installed package
 IMAGENET = "imagenet:"
 
@@ -178,6 +181,9 @@ def model_from_checkpoint(name_or_path, device="cpu", label_set: str | None = No
     except ConfigError as e:
         raise HParseError(f"{path}: its config does not build a model ({e})") from None
     load_state(model, ck["model"], path)
+    shipped = SHIPPED_EVAL.get(ALIASES.get(str(name_or_path), str(name_or_path)))
+    if shipped:
+        cfg = {**cfg, "eval": {**cfg["eval"], **shipped}}
     return model.to(device).eval(), cfg, meta
 
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from ..errors import HParseError, UnsupportedOutput
 from ..ops.crf import DenseCRF
 from .backends import TorchRunner
+from .person_prior import make_prior
 
 TILE_ELEMENTS = 1 << 22  # scores (or label pixels) per band when bringing scores to the image (16 MiB of float32)
 PROBS_AT = ("image", "network")
@@ -48,7 +49,8 @@ def make_predictor(model, eval_cfg: dict, device, tta: bool = False, channels_la
         return InstancePredictor(model, eval_cfg["long_side"], scales=scales, flip=flip, device=device)
     crf = DenseCRF(**eval_cfg["crf"]) if eval_cfg.get("crf") is not None else None
     return Predictor(model, long_side=eval_cfg["long_side"], scales=scales, flip=flip, average=eval_cfg["average"],
-                     device=device, channels_last=channels_last, runner=runner, crf=crf)
+                     device=device, channels_last=channels_last, runner=runner, crf=crf,
+                     prior=make_prior(eval_cfg.get("person_prior")))
 
 
 class _Resizer:
@@ -266,7 +268,8 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, long_side: int = 512, scales: Sequence[float] = (1.0,),
                  flip: bool = False, size_divisor: int = 32, average: str = "logits",
-                 device: str | torch.device = "cpu", channels_last: bool = False, runner=None, crf=None):
+                 device: str | torch.device = "cpu", channels_last: bool = False, runner=None, crf=None,
+                 prior=None):
         if average not in ("logits", "probs"):
             raise ValueError("average must be 'logits' or 'probs'")
         # channels_last: NHWC weights and inputs (about 1.4x faster convolutions on this CPU); converts
@@ -279,6 +282,10 @@ class Predictor:
         self.resizer = _Resizer(self.model, long_side, size_divisor, self.device)
         self.runner = runner or TorchRunner(self.model, channels_last)
         self.crf = crf   # a DenseCRF (hparse.ops.crf) refining the probabilities at the image's size, or None
+        if prior is not None and self.meta.classes[0] != "background":
+            raise HParseError(f"a person prior needs class 0 to be the background ({self.meta.name}: "
+                              f"{self.meta.classes[0]!r})")
+        self.prior = prior   # a person prior (hparse.engine.person_prior) fused with the probabilities, or None
 
     @property
     def long_side(self) -> int:
@@ -389,12 +396,25 @@ class Predictor:
         scores, extras = res if with_extras else (res, None)
         out = []
         for s, im in zip(scores, images):
+            decide = s
+            if self.prior is not None:
+                s, decide = self._with_prior(s, im)
             if self.crf is not None:
                 out.append(self._crf_result(s, im, return_probs, probs_at))
                 continue
-            label = upsample_argmax(s, im.shape[:2])
+            label = upsample_argmax(decide, im.shape[:2])
             out.append((label, self._probabilities(s, label, im.shape, probs_at)) if return_probs else label)
         return (out, extras) if with_extras else out
+
+    def _with_prior(self, grid: GridScores, image: np.ndarray) -> tuple[GridScores, GridScores]:
+        """``(scores, decision scores)`` on the grid after fusing the person prior's P(person) (resampled onto the
+        grid) with the probabilities; the scores stay in this predictor's convention (log-probabilities as logits)."""
+        logits = self.average == "logits"
+        probs = grid.values.float().softmax(0) if logits else grid.values.float()
+        person = self.prior.person(image)[None]
+        on_grid = _resample(person, *GridScores(person, tuple(person.shape[1:])).taps(probs.shape[1:], grid.span))[0]
+        fused, decision = self.prior.fuse(probs, on_grid.to(probs.device))
+        return GridScores(fused.clamp_min(1e-12).log() if logits else fused, grid.span), GridScores(decision, grid.span)
 
     def _crf_result(self, grid: GridScores, image: np.ndarray, return_probs: bool, probs_at: str):
         """The label (and probabilities) after the dense CRF, which works on the image's pixels."""

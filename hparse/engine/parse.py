@@ -225,6 +225,8 @@ def model_fingerprint(parser) -> str:
     test_time = {k: getattr(pred, k, None) for k in ("scales", "flip", "average", "crf")}
     test_time.update(long_side=pred.resizer.long_side, size_divisor=pred.resizer.size_divisor,
                      backend=getattr(parser, "backend", None))
+    if getattr(pred, "prior", None) is not None:
+        test_time["person_prior"] = pred.prior.name
     h.update(json.dumps(test_time, sort_keys=True, default=str).encode())
     return h.hexdigest()
 

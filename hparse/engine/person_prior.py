@@ -1,0 +1,66 @@
+"""A second opinion on where the people are, for parsers trained on one person per photo.
+
+``selfie``: MediaPipe's selfie segmenter (the landscape model, 144 x 256 input, 0.25 M parameters; Apache-2.0,
+bundled with the ``mediapipe`` 0.10.21 wheel and shipped in ``hparse/weights`` with its licence) gives P(person)
+for the whole photo, stretched to its input as MediaPipe does. It is averaged with the parser's own
+P(person) = 1 - P(background) on the parser's output grid; the class probabilities become
+P(background) = 1 - f and P(part k) = f * p_k / (1 - p_0), and the labels are decided person first: background
+where the averaged f is below 1/2, else the parser's most likely part (so the label can differ from the argmax of
+the fused probabilities where no single part outweighs the background).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import HParseError
+from ..io.tflite import TFLiteGraph
+from .checkpoint import WEIGHTS_DIR
+
+PRIORS = ("selfie",)
+SELFIE_WEIGHTS = WEIGHTS_DIR / "selfie_segmentation_landscape.tflite"
+_EPS = 1e-6
+
+
+@cache
+def _selfie_graph(path: str) -> TFLiteGraph:
+    return TFLiteGraph(path).eval()
+
+
+class SelfiePrior:
+    """MediaPipe's selfie segmenter as P(person), fused with a parser's probabilities (module docstring)."""
+
+    name = "selfie"
+
+    def __init__(self, weights=SELFIE_WEIGHTS):
+        if not weights.is_file():
+            raise HParseError(f"the selfie segmenter's weights are missing from the installation ({weights})")
+        self.net = _selfie_graph(str(weights))
+        _, self.height, self.width, _ = self.net.input_shape
+
+    def person(self, image: np.ndarray) -> torch.Tensor:
+        """(height, width) P(person) of an HxWx3 uint8 RGB image, on the segmenter's grid (the whole image)."""
+        x = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+        return self.net(torch.from_numpy(x.astype(np.float32) / 255.0)[None])[0, :, :, 0]
+
+    def fuse(self, probs: torch.Tensor, person: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(fused probabilities, person-first decision scores)``, both (C, h, w), from a parser's probabilities
+        (C, h, w; class 0 the background) and the segmenter's P(person) on the same grid (h, w)."""
+        parts = probs[1:]
+        f = (1 - probs[0] + person) / 2
+        fused = torch.cat([(1 - f)[None], parts * (f / (1 - probs[0]).clamp_min(_EPS))[None]])
+        decision = torch.cat([(1 - f)[None], parts * (f / parts.amax(0).clamp_min(_EPS))[None]])
+        return fused, decision
+
+
+def make_prior(name: str | None):
+    """The prior named by a config's ``eval.person_prior`` (None: none)."""
+    if name is None:
+        return None
+    if name not in PRIORS:
+        raise HParseError(f"unknown person prior {name!r}; choose from {', '.join(PRIORS)} or none")
+    return SelfiePrior()
