@@ -108,3 +108,11 @@ def test_prior_finds_more_of_the_people_in_group_photos():
         image, truth = read_image(path), read_label(CIHP / "Category_ids" / f"{path.stem}.png")
         gains.append(person_iou(with_prior.predict(image), truth) - person_iou(alone.predict(image), truth))
     assert np.mean(gains) > 0.1
+
+
+def test_person_first_decision():
+    from hparse.engine.person_prior import person_first
+
+    probs = torch.tensor([[0.45, 0.6], [0.30, 0.3], [0.25, 0.1]])     # two pixels, 3 classes
+    assert person_first(probs).argmax(0).tolist() == [1, 0]
+    assert probs.argmax(0).tolist() == [0, 0]

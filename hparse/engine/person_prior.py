@@ -50,11 +50,16 @@ class SelfiePrior:
     def fuse(self, probs: torch.Tensor, person: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(fused probabilities, person-first decision scores)``, both (C, h, w), from a parser's probabilities
         (C, h, w; class 0 the background) and the segmenter's P(person) on the same grid (h, w)."""
-        parts = probs[1:]
         f = (1 - probs[0] + person) / 2
-        fused = torch.cat([(1 - f)[None], parts * (f / (1 - probs[0]).clamp_min(_EPS))[None]])
-        decision = torch.cat([(1 - f)[None], parts * (f / parts.amax(0).clamp_min(_EPS))[None]])
-        return fused, decision
+        fused = torch.cat([(1 - f)[None], probs[1:] * (f / (1 - probs[0]).clamp_min(_EPS))[None]])
+        return fused, person_first(fused)
+
+
+def person_first(probs: torch.Tensor) -> torch.Tensor:
+    """(C, ...) scores whose argmax is the person-first decision on probabilities (C, ...; class 0 the
+    background): background where P(background) > 1/2, else the most likely part."""
+    parts = probs[1:]
+    return torch.cat([probs[:1], parts * ((1 - probs[0]) / parts.amax(0).clamp_min(_EPS))[None]])
 
 
 def make_prior(name: str | None):

@@ -172,7 +172,13 @@ class _FrameParser:
         if self.smoother.smooth == 0.0:
             return self.parser.predict(rgb)
         _, probs = self.parser.predict(rgb, return_probs=True)
-        return self.smoother(probs).argmax(0).astype(np.uint8)
+        smoothed = self.smoother(probs)
+        if getattr(getattr(self.parser, "predictor", None), "prior", None) is not None:   # labels: person first
+            import torch
+
+            from .person_prior import person_first
+            smoothed = person_first(torch.from_numpy(np.asarray(smoothed, np.float32))).numpy()
+        return smoothed.argmax(0).astype(np.uint8)
 
 
 def parse_video(parser, path, out_dir, every: int = 1, smooth: float = 0.0, palette: str | None = None,
