@@ -32,7 +32,8 @@ def ccp_miou(parser, config: str, root: Path, long_sides: list[int]) -> dict[int
     evaluators = evaluators_for(cfg["eval"], reader.meta)
     out = {}
     for side in long_sides:
-        pred = parser.predictor_for({**cfg["eval"], "long_side": side})
+        test_time = {k: parser.config["eval"].get(k) for k in ("person_prior",)}   # the parser's own, as parse uses
+        pred = parser.predictor_for({**cfg["eval"], **test_time, "long_side": side})
         results = evaluate_model(pred.outputs, reader, evaluators, progress=False)
         out[side] = 100 * float(results["semantic"].summary()["miou"])
         print(f"CCP val, long side {side}: mIoU {out[side]:.2f}", file=sys.stderr)
@@ -62,6 +63,8 @@ def main(argv=None) -> None:
     ap.add_argument("--backend", default=None, help="torch, onnxruntime, onnxruntime-int8 (default: fastest)")
     ap.add_argument("--people", default=None, help="also the CIHP person IoU with this instance model parsing small "
                                                    "people again (hparse parse --people)")
+    ap.add_argument("--person-prior", default=None, choices=("selfie", "none"),
+                    help="the person prior (default: the model's own setting; the default model's is selfie)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     import hparse
@@ -69,14 +72,17 @@ def main(argv=None) -> None:
     for name, root in (("CCP", args.ccp), ("CIHP samples", args.cihp)):
         if not root.is_dir():
             sys.exit(f"error: {name} not found at {root}")
-    parser = hparse.load(args.model, backend=args.backend)
+    parser = hparse.load(args.model, backend=args.backend, person_prior=args.person_prior)
     sides = [int(s) for s in args.long_sides.split(",")]
     miou = ccp_miou(parser, args.config, args.ccp, sides)
     people = person_iou(parser, args.cihp)
-    assisted = person_iou(hparse.load(args.model, backend=args.backend, people=args.people), args.cihp) \
+    assisted = person_iou(hparse.load(args.model, backend=args.backend, people=args.people,
+                                      person_prior=args.person_prior), args.cihp) \
         if args.people else None
     best = max(miou.values())
-    print(f"\nmodel {args.model} (backend {parser.backend}, its long side {parser.predictor.long_side})\n")
+    prior = parser.config["eval"].get("person_prior") or "none"
+    print(f"\nmodel {args.model} (backend {parser.backend}, its long side {parser.predictor.long_side}, person prior "
+          f"{prior})\n")
     print("| CCP val mIoU at long side | " + " | ".join(str(s) for s in sides) + " | worst gap to the best |")
     print("|---|" + "---:|" * (len(sides) + 1))
     print("| | " + " | ".join(f"{v:.2f}" for v in miou.values()) + f" | {best - min(miou.values()):.2f} |\n")
@@ -87,8 +93,9 @@ def main(argv=None) -> None:
             cells = [f"{v:.3f}" for v in iou.values()] + [f"{np.mean(list(iou.values())):.3f}"]
             print(f"| {name} | " + " | ".join(cells) + " |")
     if args.json:
-        args.json.write_text(json.dumps({"model": args.model, "backend": parser.backend, "ccp_val_miou": miou,
-                                         "cihp_person_iou": people, "cihp_person_iou_people": assisted}, indent=1))
+        args.json.write_text(json.dumps({"model": args.model, "backend": parser.backend, "person_prior": prior,
+                                         "ccp_val_miou": miou, "cihp_person_iou": people,
+                                         "cihp_person_iou_people": assisted}, indent=1))
 
 
 if __name__ == "__main__":

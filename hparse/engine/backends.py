@@ -60,20 +60,25 @@ class OnnxRuntimeRunner:
     """An ONNX file exported by :func:`hparse.engine.export.export_onnx`, run by ONNX Runtime on the CPU."""
 
     def __init__(self, path: str | Path, threads: int | None = None, name: str = "onnxruntime"):
-        ort = _import_onnxruntime()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # idle threads sleep instead of spinning: they would take the cores from the upsampling that follows
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path, self.name = Path(path), name
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image = x.detach().to("cpu", torch.float32).contiguous().numpy()
         outs = dict(zip(self.output_names, self.session.run(None, {"image": image})))
         return torch.from_numpy(outs.pop("parsing")), {k: torch.from_numpy(v) for k, v in outs.items()}
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session for an ONNX file, ``threads`` (default: PyTorch's) that sleep when idle."""
+    ort = _import_onnxruntime()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # idle threads sleep instead of spinning: they would take the cores from the upsampling that follows
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _import_onnxruntime():

@@ -50,7 +50,7 @@ def make_predictor(model, eval_cfg: dict, device, tta: bool = False, channels_la
     crf = DenseCRF(**eval_cfg["crf"]) if eval_cfg.get("crf") is not None else None
     return Predictor(model, long_side=eval_cfg["long_side"], scales=scales, flip=flip, average=eval_cfg["average"],
                      device=device, channels_last=channels_last, runner=runner, crf=crf,
-                     prior=make_prior(eval_cfg.get("person_prior")))
+                     prior=make_prior(eval_cfg.get("person_prior"), getattr(runner, "name", "torch") != "torch"))
 
 
 class _Resizer:

@@ -11,14 +11,20 @@ the fused probabilities where no single part outweighs the background).
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from functools import cache
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
 from ..errors import HParseError
+from ..io import tflite
+from ..io.atomic import atomic_path
 from ..io.tflite import TFLiteGraph
+from . import backends
 from .checkpoint import WEIGHTS_DIR
 
 PRIORS = ("selfie",)
@@ -31,16 +37,36 @@ def _selfie_graph(path: str) -> TFLiteGraph:
     return TFLiteGraph(path).eval()
 
 
+def _cached_onnx(graph: TFLiteGraph) -> Path:
+    """The graph exported to ONNX in hparse's cache (atomically, on first use), keyed by the file and the reader."""
+    h = hashlib.sha256(graph.path.read_bytes())
+    h.update(Path(tflite.__file__).read_bytes())
+    path = backends.cache_dir() / f"tflite-{h.hexdigest()[:32]}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings(), atomic_path(path) as tmp:
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, torch.zeros(graph.input_shape), str(tmp), input_names=["image"],
+                              output_names=["person"], opset_version=17, dynamo=False)
+    return path
+
+
 class SelfiePrior:
-    """MediaPipe's selfie segmenter as P(person), fused with a parser's probabilities (module docstring)."""
+    """MediaPipe's selfie segmenter as P(person), fused with a parser's probabilities (module docstring).
+    ``onnxruntime``: run it with ONNX Runtime (exported once to hparse's cache) -- beside an ONNX Runtime parser,
+    PyTorch's spinning threads would slow the parser's next call."""
 
     name = "selfie"
 
-    def __init__(self, weights=SELFIE_WEIGHTS):
+    def __init__(self, weights=SELFIE_WEIGHTS, onnxruntime: bool = False):
         if not weights.is_file():
             raise HParseError(f"the selfie segmenter's weights are missing from the installation ({weights})")
-        self.net = _selfie_graph(str(weights))
-        _, self.height, self.width, _ = self.net.input_shape
+        graph = _selfie_graph(str(weights))
+        _, self.height, self.width, _ = graph.input_shape
+        self.net = graph
+        if onnxruntime:
+            session = backends.onnx_session(_cached_onnx(graph))
+            self.net = lambda x: torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
 
     def person(self, image: np.ndarray) -> torch.Tensor:
         """(height, width) P(person) of an HxWx3 uint8 RGB image, on the segmenter's grid (the whole image)."""
@@ -62,10 +88,10 @@ def person_first(probs: torch.Tensor) -> torch.Tensor:
     return torch.cat([probs[:1], parts * ((1 - probs[0]) / parts.amax(0).clamp_min(_EPS))[None]])
 
 
-def make_prior(name: str | None):
-    """The prior named by a config's ``eval.person_prior`` (None: none)."""
+def make_prior(name: str | None, onnxruntime: bool = False):
+    """The prior named by a config's ``eval.person_prior`` (None: none), run by ONNX Runtime if ``onnxruntime``."""
     if name is None:
         return None
     if name not in PRIORS:
         raise HParseError(f"unknown person prior {name!r}; choose from {', '.join(PRIORS)} or none")
-    return SelfiePrior()
+    return SelfiePrior(onnxruntime=onnxruntime)
