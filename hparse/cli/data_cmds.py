@@ -105,7 +105,7 @@ def mark_bystanders(
     from ..errors import HParseError
 
     try:
-        parser = load(model, backend=backend)
+        parser = load(model, backend=backend, person_prior="none")   # the network's own view, as measured
         names = [s.strip() for s in splits.split(",") if s.strip()]
         report = mark_dataset(src_layout, src_root, out_root, parser.person_probability, str(model), names, labels,
                               threshold, margin, progress)

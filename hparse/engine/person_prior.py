@@ -37,6 +37,12 @@ def _selfie_graph(path: str) -> TFLiteGraph:
     return TFLiteGraph(path).eval()
 
 
+@cache
+def _selfie_session(path: str, cache: str):
+    """An ONNX Runtime session of the graph exported to the ``cache`` folder (one per process and cache)."""
+    return backends.onnx_session(_cached_onnx(_selfie_graph(path)))
+
+
 def _cached_onnx(graph: TFLiteGraph) -> Path:
     """The graph exported to ONNX in hparse's cache (atomically, on first use), keyed by the file and the reader."""
     h = hashlib.sha256(graph.path.read_bytes())
@@ -65,7 +71,7 @@ class SelfiePrior:
         _, self.height, self.width, _ = graph.input_shape
         self.net = graph
         if onnxruntime:
-            session = backends.onnx_session(_cached_onnx(graph))
+            session = _selfie_session(str(weights), str(backends.cache_dir()))
             self.net = lambda x: torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
 
     def person(self, image: np.ndarray) -> torch.Tensor:
